@@ -1,0 +1,115 @@
+"""Read an AnnData ``.h5ad`` file that already holds spots, genes and coordinates."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import anndata
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import InputError
+from ._readers import SPATIAL_FIELD, finish, is_count_matrix, require_path
+
+# Ensembl gene IDs of any species: ENSG..., ENSMUSG..., optionally with a version suffix.
+_ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{11}(\.\d+)?$")
+_SYMBOL_COLUMNS = ("gene_name", "feature_name", "symbol")
+
+
+def read_h5ad(path: str | os.PathLike, *, sample: str | None = None) -> AnnData:
+    """Read spatial data from an ``.h5ad`` file.
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file.
+    sample
+        Sample id, used in error messages.
+
+    Returns
+    -------
+    AnnData with raw counts (float32 CSR) in ``X``, (x, y) in ``obsm["spatial"]`` and all
+    ``obs``/``var`` columns of the file. Counts are taken from ``layers["counts"]``, ``X`` or
+    ``raw.X``, the first of them that holds non-negative whole numbers. Coordinates come from
+    ``obsm["spatial"]`` or, failing that, from ``obs["array_col"]`` (x) and ``obs["array_row"]``
+    (y). If ``var_names`` are Ensembl IDs, ``var["gene_symbols"]`` is filled from
+    ``var["gene_name"]``, ``var["feature_name"]`` or ``var["symbol"]`` when missing.
+
+    Raises
+    ------
+    spaseg.InputError
+        If the file is missing or unreadable, or has no counts or no coordinates.
+    """
+    path = require_path(path, sample=sample)
+    try:
+        source = anndata.read_h5ad(path)
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(
+            f"cannot read as h5ad ({err})", sample=sample, file=path, field="path"
+        ) from err
+
+    counts, var = _find_counts(source, sample=sample, path=path)
+    adata = AnnData(X=counts, obs=source.obs.copy(), var=var.copy(), uns=dict(source.uns))
+    for key, value in source.obsm.items():
+        adata.obsm[key] = value
+    adata.obsm["spatial"] = _coordinates(source, sample=sample, path=path)
+    _add_gene_symbols(adata.var)
+    return finish(adata, path=path, platform="h5ad", sample=sample)
+
+
+def _count_candidates(adata: AnnData) -> Iterator[tuple[str, object, pd.DataFrame]]:
+    """Places that may hold raw counts, most explicit first, with the genes they describe."""
+    if "counts" in adata.layers:
+        yield 'layers["counts"]', adata.layers["counts"], adata.var
+    if adata.X is not None:
+        yield "X", adata.X, adata.var
+    if adata.raw is not None:
+        yield "raw.X", adata.raw.X, adata.raw.var
+
+
+def _find_counts(adata: AnnData, *, sample, path) -> tuple[object, pd.DataFrame]:
+    checked = []
+    for field, matrix, var in _count_candidates(adata):
+        if is_count_matrix(matrix):
+            return matrix, var
+        checked.append(field)
+    raise InputError(
+        f"no raw counts: none of {', '.join(checked) or 'X'} holds non-negative whole numbers; "
+        'SpaSEG needs raw counts in X, layers["counts"] or raw.X',
+        sample=sample,
+        file=path,
+        field=" / ".join(checked) or "X",
+    )
+
+
+def _coordinates(adata: AnnData, *, sample, path) -> np.ndarray:
+    if "spatial" in adata.obsm:
+        return adata.obsm["spatial"]
+    if {"array_row", "array_col"} <= set(adata.obs.columns):
+        # Visium grid indices: columns run along x, rows along y.
+        return adata.obs[["array_col", "array_row"]].to_numpy()
+    raise InputError(
+        'no coordinates: expected obsm["spatial"], or obs["array_row"] and obs["array_col"]',
+        sample=sample,
+        file=path,
+        field=SPATIAL_FIELD,
+    )
+
+
+def _add_gene_symbols(var: pd.DataFrame) -> None:
+    """Fill ``var["gene_symbols"]`` (in place) when var names are IDs and symbols sit elsewhere."""
+    if "gene_symbols" in var or not _looks_like_ensembl(var.index):
+        return
+    for column in _SYMBOL_COLUMNS:
+        if column in var:
+            var["gene_symbols"] = var[column].astype(str).to_numpy()
+            return
+
+
+def _looks_like_ensembl(names: pd.Index) -> bool:
+    # "Most" rather than "all": spike-ins or custom transgenes often sit among the genes.
+    matches = sum(bool(_ENSEMBL_ID.match(str(name))) for name in names)
+    return matches > len(names) / 2
