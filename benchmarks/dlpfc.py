@@ -1,0 +1,133 @@
+"""SpaSEG on DLPFC Visium sections: accuracy (ARI vs layer_guess), time and memory per stage.
+
+    python benchmarks/dlpfc.py [--seeds 0 1 2 3 4] [--out benchmarks/out/dlpfc]
+
+Sections 151673 and 151674 are scored against ``obs["layer_guess"]`` on labelled spots
+("NA" left out). 151675 and 151676 have no labels here: their domain labels are written to
+the output folder for independent scoring (never used for tuning). Baselines on the same
+principal components in the same run: scanpy Leiden with the resolution tuned to 7 clusters,
+and KMeans(7). Everything runs with the library's defaults (``spaseg.tl.spaseg``) unless a
+flag says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import spaseg  # noqa: E402
+from _measure import measure  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dlpfc"
+LABELLED = ("151673", "151674")
+UNLABELLED = ("151675", "151676")
+
+
+def leiden_n_clusters(adata, n_clusters: int, seed: int) -> np.ndarray:
+    """Leiden on the PCA neighbour graph, resolution bisected until ``n_clusters`` clusters."""
+    sc.pp.neighbors(adata, use_rep="X_pca", random_state=seed)
+    lo, hi = 0.01, 3.0
+    labels = None
+    for _ in range(30):
+        res = (lo + hi) / 2
+        sc.tl.leiden(adata, resolution=res, random_state=seed, key_added="_leiden",
+                     flavor="igraph", n_iterations=2, directed=False)
+        labels = adata.obs["_leiden"].to_numpy()
+        k = len(np.unique(labels))
+        if k == n_clusters:
+            break
+        lo, hi = (res, hi) if k < n_clusters else (lo, res)
+    return labels
+
+
+def score(truth: pd.Series, labels) -> float:
+    ok = (truth != "NA").to_numpy()
+    return adjusted_rand_score(truth[ok], np.asarray(labels)[ok])
+
+
+def run_section(name: str, seeds: list[int], out: Path, spaseg_kwargs: dict) -> list[dict]:
+    rows = []
+    with measure() as m:
+        adata = spaseg.io.read_h5ad(DATA / f"{name}.h5ad", sample=name)
+    rows.append(dict(section=name, stage="load", seconds=m.seconds, peak_mb=m.peak_mb))
+    with measure() as m:
+        adata = spaseg.pp.qc(adata, sample=name)
+    rows.append(dict(section=name, stage="qc", seconds=m.seconds, peak_mb=m.peak_mb))
+    with measure() as m:
+        spaseg.pp.normalize_pca(adata, n_comps=15, sample=name)
+    rows.append(dict(section=name, stage="normalize_pca", seconds=m.seconds, peak_mb=m.peak_mb))
+
+    truth = adata.obs["layer_guess"].astype(str) if "layer_guess" in adata.obs else None
+    labels = pd.DataFrame(index=adata.obs_names)
+    for seed in seeds:
+        with measure() as m:
+            spaseg.tl.spaseg(adata, n_domains=7, seed=seed, sample=name, log_every=0,
+                             **spaseg_kwargs)
+        labels[f"spaseg_seed{seed}"] = adata.obs["domain"].astype(str)
+        rows.append(dict(section=name, stage="spaseg", method="SpaSEG", seed=seed,
+                         seconds=m.seconds, peak_mb=m.peak_mb,
+                         ari=score(truth, adata.obs["domain"]) if truth is not None else np.nan))
+        with measure() as m:
+            km = KMeans(7, n_init=10, random_state=seed).fit_predict(adata.obsm["X_pca"])
+        labels[f"kmeans_seed{seed}"] = km
+        rows.append(dict(section=name, stage="baseline", method="KMeans", seed=seed,
+                         seconds=m.seconds, peak_mb=m.peak_mb,
+                         ari=score(truth, km) if truth is not None else np.nan))
+        with measure() as m:
+            ld = leiden_n_clusters(adata, 7, seed)
+        labels[f"leiden_seed{seed}"] = ld
+        rows.append(dict(section=name, stage="baseline", method="Leiden", seed=seed,
+                         seconds=m.seconds, peak_mb=m.peak_mb,
+                         ari=score(truth, ld) if truth is not None else np.nan))
+    out.mkdir(parents=True, exist_ok=True)
+    labels.to_csv(out / f"{name}_labels.tsv", sep="\t")
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--sections", nargs="+", default=list(LABELLED + UNLABELLED))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/dlpfc"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--spaseg", default="", help="extra spaseg.tl.spaseg kwargs, k=v,...")
+    args = parser.parse_args(argv)
+    if not DATA.exists():
+        sys.exit(f"DLPFC data not found at {DATA}")
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    extra = {k: eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)}
+
+    rows = []
+    for name in args.sections:
+        rows += run_section(name, args.seeds, args.out, extra)
+    df = pd.DataFrame(rows)
+    df.to_csv(args.out / "runs.tsv", sep="\t", index=False)
+
+    pd.set_option("display.width", 200)
+    print("\n## Accuracy: ARI vs layer_guess (7 domains), per seed\n")
+    acc = df.dropna(subset=["ari"]).pivot_table(index=["section", "method"], columns="seed",
+                                                values="ari")
+    acc["mean"], acc["min"], acc["max"] = acc.mean(axis=1), acc.min(axis=1), acc.max(axis=1)
+    print(acc.round(3).to_markdown())
+    print("\n## Time (s) and peak memory (MB) per stage, mean over seeds\n")
+    cost = df.groupby(["section", "stage", df.get("method", pd.Series(dtype=str)).fillna("")],
+                      sort=False)[["seconds", "peak_mb"]].mean()
+    print(cost.round(2).to_markdown())
+    print(f"\nLabels of every run: {args.out}/<section>_labels.tsv")
+
+
+if __name__ == "__main__":
+    main()

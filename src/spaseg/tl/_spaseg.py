@@ -1,0 +1,300 @@
+"""SpaSEG: unsupervised segmentation of a section's PCA image with a small CNN.
+
+Each run trains a fresh network on the section image: a warm-up that reconstructs the input,
+then self-training in which the current argmax is the target of a cross-entropy loss and an
+L1 continuity loss pulls neighbouring spots' logits together. Unlike the reference:
+
+- the losses and the label count use tissue pixels only (never background);
+- continuity runs over the true spot neighbours (6 on Visium's hexagonal grid);
+- the result has exactly ``n_domains`` domains: a run that stops with a different label count
+  is clustered into ``n_domains`` with KMeans on its logits;
+- several seeded runs are combined by co-association consensus, which removes most of the
+  seed-to-seed variance of single runs. The same seed on the same device gives the same labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from anndata import AnnData
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from .._errors import InputError
+from ..pp._image import Grid, SpotImage, spot_image
+from ._consensus import consensus_labels
+from ._model import SpaSEGNet
+
+log = logging.getLogger("spaseg")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was requested but no CUDA GPU is visible.", field="device")
+    return torch.device(device)
+
+
+@contextmanager
+def _deterministic():
+    """Deterministic kernels for the duration of a call (CUDA needs them asked for)."""
+    previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=0)
+    return ((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+
+def _train_run(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    pixels: torch.Tensor,
+    edges: torch.Tensor,
+    *,
+    n_domains: int,
+    seed: int,
+    hidden: int,
+    max_iter: int,
+    warmup_iter: int,
+    lr: float,
+    weight_decay: float,
+    alpha: float,
+    beta: float,
+    stop_labels: int,
+    log_every: int,
+    run_name: str,
+) -> tuple[np.ndarray, int, int]:
+    """Train one network; return the tissue logits, the iterations used and the label count."""
+    torch.manual_seed(seed)
+    n_in = image.shape[1]
+    import os
+
+    model = SpaSEGNet(
+        n_in, hidden, max(n_in, n_domains), out_norm=os.environ.get("OUTNORM", "1") == "1"
+    ).to(image.device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    target_in = image.flatten(2)[0][:, pixels].T  # (n_pixels, n_in)
+    n_labels = -1
+    for it in range(max_iter):
+        logits = model(image, mask).flatten(2)[0][:, pixels].T  # (n_pixels, K)
+        if it < warmup_iter:
+            loss = F.mse_loss(logits[:, :n_in], target_in)
+        else:
+            target = logits.argmax(dim=1)
+            n_labels = int(torch.unique(target).numel())
+            if n_labels <= stop_labels:
+                break
+            smooth = (logits[edges[:, 0]] - logits[edges[:, 1]]).abs().mean()
+            loss = alpha * F.cross_entropy(logits, target) + beta * smooth
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log_every and (it + 1) % log_every == 0:
+            log.info("%s iter %d loss %.4f labels %s", run_name, it + 1, loss.item(), n_labels)
+    with torch.no_grad():
+        logits = model(image, mask).flatten(2)[0][:, pixels].T
+    n_labels = int(torch.unique(logits.argmax(dim=1)).numel())
+    return logits.cpu().numpy().astype(np.float64), it + 1, n_labels
+
+
+def _run_labels(logits: np.ndarray, n_domains: int, seed: int) -> np.ndarray:
+    """Exactly ``n_domains`` labels from one run's logits."""
+    labels = np.unique(logits.argmax(axis=1), return_inverse=True)[1]
+    if labels.max() + 1 == n_domains:
+        return labels
+    return KMeans(n_domains, n_init=10, random_state=seed).fit_predict(logits)
+
+
+def _check_inputs(adata: AnnData, use_rep: str, n_domains: int, sample: str | None) -> None:
+    if use_rep not in adata.obsm:
+        raise InputError(
+            f"obsm[{use_rep!r}] is missing; run spaseg.pp.normalize_pca first.",
+            sample=sample,
+            field=f"obsm['{use_rep}']",
+        )
+    if "spatial" not in adata.obsm and "array_row" not in adata.obs:
+        raise InputError("no coordinates found.", sample=sample, field="obsm['spatial']")
+    if "spatial" in adata.obsm:
+        bad = ~np.isfinite(np.asarray(adata.obsm["spatial"], dtype=float)).all(axis=1)
+        if bad.any():
+            raise InputError(
+                f"{int(bad.sum())} spots have NaN or infinite coordinates.",
+                sample=sample,
+                field="obsm['spatial']",
+            )
+    if not isinstance(n_domains, int | np.integer) or n_domains < 2:
+        raise InputError(
+            f"n_domains must be an integer >= 2, got {n_domains!r}.",
+            sample=sample,
+            field="n_domains",
+        )
+    if n_domains > adata.n_obs:
+        raise InputError(
+            f"n_domains={n_domains} is larger than the number of spots ({adata.n_obs}).",
+            sample=sample,
+            field="n_domains",
+        )
+
+
+def spaseg(
+    adata: AnnData,
+    *,
+    n_domains: int = 7,
+    seed: int = 0,
+    device: str = "auto",
+    n_runs: int = 4,
+    max_iter: int = 1000,
+    warmup_iter: int = 400,
+    lr: float = 0.002,
+    weight_decay: float = 1e-5,
+    alpha: float = 0.4,
+    beta: float = 0.7,
+    hidden: int | None = None,
+    stop_labels: int | None = None,
+    grid: Grid = "auto",
+    use_rep: str = "X_pca",
+    n_pcs: int | None = None,
+    key_added: str = "domain",
+    log_every: int = 100,
+    sample: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Find spatial domains with SpaSEG.
+
+    Parameters
+    ----------
+    adata
+        A section with principal components in ``obsm[use_rep]`` and coordinates
+        (``obs["array_row"]``/``obs["array_col"]`` or ``obsm["spatial"]``).
+    n_domains
+        Number of domains in the result.
+    seed
+        Seed of the first run; run ``r`` uses ``seed + r``. Same seed, device and thread
+        count give the same labels.
+    device
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    n_runs
+        Independent runs combined by co-association consensus (1 = a single run).
+    max_iter, warmup_iter
+        Iteration budget of a run, and how many of them reconstruct the input first.
+    lr, weight_decay
+        Adam settings.
+    alpha, beta
+        Weights of the cross-entropy and the spatial-continuity loss.
+    hidden
+        Convolution channels (default: number of PCs).
+    stop_labels
+        Stop a run once its argmax uses at most this many labels (default ``n_domains``).
+    grid
+        Spot layout, see :func:`spaseg.pp.spot_image`.
+    use_rep, n_pcs
+        Representation to segment, and how many of its leading columns to use.
+    key_added
+        ``obs`` column for the labels.
+    log_every
+        Log loss and label count every this many iterations (0: quiet).
+    sample
+        Sample id for error messages.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Sets ``obs[key_added]`` (categorical, ``n_domains`` categories), ``obsm["spaseg_embedding"]``
+    (logits of the run closest to the consensus), ``obsm["spaseg_runs"]`` (labels of each run)
+    and ``uns["spaseg"]`` (parameters, seed, iterations, device, timing).
+    """
+    _check_inputs(adata, use_rep, n_domains, sample)
+    adata = adata.copy() if copy else adata
+    start = time.perf_counter()
+    dev = resolve_device(device)
+
+    rep = np.asarray(adata.obsm[use_rep], dtype=np.float64)[:, :n_pcs]
+    layout: SpotImage = spot_image(adata, grid=grid)
+    if n_domains > layout.n_pixels:
+        raise InputError(
+            f"n_domains={n_domains} is larger than the number of image pixels ({layout.n_pixels}).",
+            sample=sample,
+            field="n_domains",
+        )
+    image = torch.from_numpy(layout.to_image(_standardise(rep)))[None].to(dev)
+    mask = torch.from_numpy(layout.mask().astype(np.float32))[None, None].to(dev)
+    pixels = torch.from_numpy(layout.pixel_index).to(dev)
+    edges = torch.from_numpy(layout.edges).to(dev)
+
+    settings = dict(
+        n_domains=n_domains,
+        hidden=hidden or rep.shape[1],
+        max_iter=max_iter,
+        warmup_iter=warmup_iter,
+        lr=lr,
+        weight_decay=weight_decay,
+        alpha=alpha,
+        beta=beta,
+        stop_labels=stop_labels or n_domains,
+        log_every=log_every,
+    )
+    run_logits, run_labels, iterations, stop_counts = [], [], [], []
+    with _deterministic():
+        for r in range(n_runs):
+            logits, n_iter, n_lab = _train_run(
+                image,
+                mask,
+                pixels,
+                edges,
+                seed=seed + r,
+                run_name=f"run {r + 1}/{n_runs}",
+                **settings,
+            )
+            run_logits.append(logits)
+            run_labels.append(_run_labels(logits, n_domains, seed + r))
+            iterations.append(n_iter)
+            stop_counts.append(n_lab)
+            log.info("run %d/%d: %d iterations, %d argmax labels", r + 1, n_runs, n_iter, n_lab)
+
+    runs = np.stack(run_labels)
+    labels = consensus_labels(runs, n_domains, seed=seed) if n_runs > 1 else runs[0]
+    best = int(np.argmax([adjusted_rand_score(labels, lab) for lab in runs]))
+    n_found = int(labels.max()) + 1
+    if n_found != n_domains:
+        log.warning(
+            "found %d domains instead of %d: the runs do not separate more.", n_found, n_domains
+        )
+
+    spot = layout.spot_pixel
+    adata.obs[key_added] = pd.Categorical(
+        labels[spot].astype(str), categories=[str(k) for k in range(n_found)]
+    )
+    adata.obsm["spaseg_embedding"] = run_logits[best][spot].astype(np.float32)
+    adata.obsm["spaseg_runs"] = runs.T[spot].astype(np.int16)
+    adata.uns["spaseg"] = {
+        "params": {
+            **{k: v for k, v in settings.items() if k != "log_every"},
+            "n_runs": n_runs,
+            "grid": layout.grid,
+            "use_rep": use_rep,
+            "n_pcs": rep.shape[1],
+        },
+        "seed": seed,
+        "device": str(dev),
+        "iterations": np.asarray(iterations),
+        "labels_at_stop": np.asarray(stop_counts),
+        "image_shape": np.asarray(layout.shape),
+        "n_pixels": layout.n_pixels,
+        "time_s": time.perf_counter() - start,
+    }
+    return adata if copy else None

@@ -1,0 +1,49 @@
+"""Shared fixtures: small sections built in memory, and the location of ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# Results depend slightly on the thread count; fix it so tests are reproducible anywhere.
+torch.set_num_threads(1)
+
+
+def hex_section(n_rows: int = 16, n_cols: int = 16, n_bands: int = 3, seed: int = 0):
+    """A Visium-like hex grid with horizontal bands as domains and PCs that separate them."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.meshgrid(np.arange(n_rows), np.arange(2 * n_cols), indexing="ij")
+    keep = (rows + cols) % 2 == 0
+    rows, cols = rows[keep], cols[keep]
+    band = np.minimum(rows * n_bands // n_rows, n_bands - 1)
+    centres = rng.normal(0, 1.5, size=(n_bands, 5))
+    pcs = centres[band] + rng.normal(0, 1.0, size=(len(band), 5))
+    adata = ad.AnnData(
+        X=np.zeros((len(band), 1), dtype=np.float32),
+        obs=pd.DataFrame(
+            {"array_row": rows, "array_col": cols, "truth": pd.Categorical(band.astype(str))},
+            index=[f"s{i}" for i in range(len(band))],
+        ),
+    )
+    adata.obsm["spatial"] = np.column_stack([cols * 50.0, rows * 86.6])
+    adata.obsm["X_pca"] = pcs.astype(np.float32)
+    return adata
+
+
+@pytest.fixture
+def hex_adata():
+    return hex_section()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip("../shared/data is not available")
+    return SHARED / "data"
