@@ -26,6 +26,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
     )
     os.close(fd)
+    # mkstemp creates the file 0600; give outputs the permissions of a normal file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp = Path(tmp)
     try:
         yield tmp

@@ -9,6 +9,7 @@ from anndata import AnnData
 
 from .._errors import InputError
 from ._h5ad import read_h5ad
+from ._stereoseq import read_stereoseq
 from ._table import read_table
 from ._visium import read_visium
 
@@ -17,6 +18,7 @@ READERS: dict[str, Callable[..., AnnData]] = {
     "h5ad": read_h5ad,
     "visium": read_visium,
     "table": read_table,
+    "stereo-seq": read_stereoseq,
 }
 
 
