@@ -17,7 +17,6 @@ import logging
 import sys
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
@@ -27,8 +26,9 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import spaseg  # noqa: E402
 from _measure import measure  # noqa: E402
+
+import spaseg  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dlpfc"
 LABELLED = ("151673", "151674")
@@ -42,8 +42,15 @@ def leiden_n_clusters(adata, n_clusters: int, seed: int) -> np.ndarray:
     labels = None
     for _ in range(30):
         res = (lo + hi) / 2
-        sc.tl.leiden(adata, resolution=res, random_state=seed, key_added="_leiden",
-                     flavor="igraph", n_iterations=2, directed=False)
+        sc.tl.leiden(
+            adata,
+            resolution=res,
+            random_state=seed,
+            key_added="_leiden",
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+        )
         labels = adata.obs["_leiden"].to_numpy()
         k = len(np.unique(labels))
         if k == n_clusters:
@@ -73,24 +80,49 @@ def run_section(name: str, seeds: list[int], out: Path, spaseg_kwargs: dict) -> 
     labels = pd.DataFrame(index=adata.obs_names)
     for seed in seeds:
         with measure() as m:
-            spaseg.tl.spaseg(adata, n_domains=7, seed=seed, sample=name, log_every=0,
-                             **spaseg_kwargs)
+            spaseg.tl.spaseg(
+                adata, n_domains=7, seed=seed, sample=name, log_every=0, **spaseg_kwargs
+            )
         labels[f"spaseg_seed{seed}"] = adata.obs["domain"].astype(str)
-        rows.append(dict(section=name, stage="spaseg", method="SpaSEG", seed=seed,
-                         seconds=m.seconds, peak_mb=m.peak_mb,
-                         ari=score(truth, adata.obs["domain"]) if truth is not None else np.nan))
+        rows.append(
+            dict(
+                section=name,
+                stage="spaseg",
+                method="SpaSEG",
+                seed=seed,
+                seconds=m.seconds,
+                peak_mb=m.peak_mb,
+                ari=score(truth, adata.obs["domain"]) if truth is not None else np.nan,
+            )
+        )
         with measure() as m:
             km = KMeans(7, n_init=10, random_state=seed).fit_predict(adata.obsm["X_pca"])
         labels[f"kmeans_seed{seed}"] = km
-        rows.append(dict(section=name, stage="baseline", method="KMeans", seed=seed,
-                         seconds=m.seconds, peak_mb=m.peak_mb,
-                         ari=score(truth, km) if truth is not None else np.nan))
+        rows.append(
+            dict(
+                section=name,
+                stage="baseline",
+                method="KMeans",
+                seed=seed,
+                seconds=m.seconds,
+                peak_mb=m.peak_mb,
+                ari=score(truth, km) if truth is not None else np.nan,
+            )
+        )
         with measure() as m:
             ld = leiden_n_clusters(adata, 7, seed)
         labels[f"leiden_seed{seed}"] = ld
-        rows.append(dict(section=name, stage="baseline", method="Leiden", seed=seed,
-                         seconds=m.seconds, peak_mb=m.peak_mb,
-                         ari=score(truth, ld) if truth is not None else np.nan))
+        rows.append(
+            dict(
+                section=name,
+                stage="baseline",
+                method="Leiden",
+                seed=seed,
+                seconds=m.seconds,
+                peak_mb=m.peak_mb,
+                ari=score(truth, ld) if truth is not None else np.nan,
+            )
+        )
     out.mkdir(parents=True, exist_ok=True)
     labels.to_csv(out / f"{name}_labels.tsv", sep="\t")
     return rows
@@ -118,13 +150,15 @@ def main(argv=None) -> None:
 
     pd.set_option("display.width", 200)
     print("\n## Accuracy: ARI vs layer_guess (7 domains), per seed\n")
-    acc = df.dropna(subset=["ari"]).pivot_table(index=["section", "method"], columns="seed",
-                                                values="ari")
+    acc = df.dropna(subset=["ari"]).pivot_table(
+        index=["section", "method"], columns="seed", values="ari"
+    )
     acc["mean"], acc["min"], acc["max"] = acc.mean(axis=1), acc.min(axis=1), acc.max(axis=1)
     print(acc.round(3).to_markdown())
     print("\n## Time (s) and peak memory (MB) per stage, mean over seeds\n")
-    cost = df.groupby(["section", "stage", df.get("method", pd.Series(dtype=str)).fillna("")],
-                      sort=False)[["seconds", "peak_mb"]].mean()
+    cost = df.groupby(
+        ["section", "stage", df.get("method", pd.Series(dtype=str)).fillna("")], sort=False
+    )[["seconds", "peak_mb"]].mean()
     print(cost.round(2).to_markdown())
     print(f"\nLabels of every run: {args.out}/<section>_labels.tsv")
 

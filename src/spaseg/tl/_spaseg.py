@@ -183,8 +183,9 @@ def spaseg(
     n_domains
         Number of domains in the result.
     seed
-        Seed of the first run; run ``r`` uses ``seed + r``. Same seed, device and thread
-        count give the same labels.
+        Master seed; each run gets its own seed drawn from it (``numpy.random.SeedSequence``),
+        so different master seeds share no runs. Same seed, device and thread count give the
+        same labels.
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     n_runs
@@ -248,20 +249,21 @@ def spaseg(
         stop_labels=stop_labels or n_domains,
         log_every=log_every,
     )
+    run_seeds = np.random.SeedSequence(seed).generate_state(n_runs) % 2**31
     run_logits, run_labels, iterations, stop_counts = [], [], [], []
     with _deterministic():
-        for r in range(n_runs):
+        for r, run_seed in enumerate(run_seeds.tolist()):
             logits, n_iter, n_lab = _train_run(
                 image,
                 mask,
                 pixels,
                 edges,
-                seed=seed + r,
+                seed=run_seed,
                 run_name=f"run {r + 1}/{n_runs}",
                 **settings,
             )
             run_logits.append(logits)
-            run_labels.append(_run_labels(logits, n_domains, seed + r))
+            run_labels.append(_run_labels(logits, n_domains, run_seed))
             iterations.append(n_iter)
             stop_counts.append(n_lab)
             log.info("run %d/%d: %d iterations, %d argmax labels", r + 1, n_runs, n_iter, n_lab)
@@ -290,6 +292,7 @@ def spaseg(
             "n_pcs": rep.shape[1],
         },
         "seed": seed,
+        "run_seeds": run_seeds.astype(np.int64),
         "device": str(dev),
         "iterations": np.asarray(iterations),
         "labels_at_stop": np.asarray(stop_counts),

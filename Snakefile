@@ -1,0 +1,29 @@
+# spaseg: spatial domains with SpaSEG, from a sample sheet of sections.
+# Rules live in workflow/rules/; scripts/ are thin wrappers around the spaseg library (src/).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/load.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/pca.smk"
+include: "workflow/rules/spaseg.smk"
+include: "workflow/rules/plot.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

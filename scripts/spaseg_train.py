@@ -1,0 +1,23 @@
+"""Rule spaseg_train: segment the section's PCA image into domains (spaseg.tl.spaseg)."""
+
+import sys
+from pathlib import Path
+
+# This checkout's library, also inside a rule's conda env (README, "Conda environments").
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from _common import setup
+
+setup(snakemake)
+
+import anndata as ad
+import torch
+
+import spaseg
+from spaseg._atomic import write_h5ad
+from spaseg._provenance import add_provenance
+
+torch.set_num_threads(snakemake.threads)
+adata = ad.read_h5ad(snakemake.input[0])
+spaseg.tl.spaseg(adata, **snakemake.params.spaseg, sample=snakemake.wildcards.sample)
+add_provenance(adata, config=snakemake.config, step=snakemake.rule)
+write_h5ad(adata, snakemake.output[0])

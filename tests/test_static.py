@@ -1,0 +1,178 @@
+"""Static checks of the workflow: rule habits, pinned conda envs, config docs, lint."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "workflow" / "rules"
+BIN = Path(sys.executable).parent
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
+
+
+def rule_blocks() -> dict[str, tuple[Path, str]]:
+    """Rule name -> (file, text of its block), from the snakefmt-formatted .smk files."""
+    blocks = {}
+    for smk in sorted(RULES.glob("*.smk")):
+        parts = re.split(r"^rule (\w+):\n", smk.read_text(), flags=re.M)
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            blocks[name] = (smk, re.split(r"^\S", body, maxsplit=1, flags=re.M)[0])
+    return blocks
+
+
+BLOCKS = rule_blocks()
+
+
+def test_the_chain_is_there():
+    assert {"load", "qc", "normalize_pca", "spaseg_train", "plot_qc", "plot_domains"} <= set(BLOCKS)
+
+
+@pytest.mark.parametrize("rule", sorted(BLOCKS))
+def test_rule_habits(rule):
+    smk, body = BLOCKS[rule]
+    for directive in ("log:", "benchmark:", "conda:", "threads:", "resources:", "script:"):
+        assert re.search(rf"^    {directive}", body, re.M), f"{rule}: no {directive}"
+    assert f'f"{{RESULTS}}/logs/{rule}/{{{{sample}}}}.log"' in body
+    assert f'f"{{RESULTS}}/benchmarks/{rule}/{{{{sample}}}}.tsv"' in body
+    for resource in ("mem_mb=", "runtime="):
+        assert resource in body, f"{rule}: no {resource} resource"
+    env = re.search(r'^    conda:\n\s+"([^"]+)"', body, re.M).group(1)
+    assert (smk.parent / env).resolve().is_file(), env
+    script = re.search(r'^    script:\n\s+"([^"]+)"', body, re.M).group(1)
+    assert (smk.parent / script).resolve().is_file(), script
+    assert Path(script).stem == rule
+
+
+def test_training_asks_for_gpus_from_config():
+    assert 'gpu=config["resources"]["spaseg_train"]["gpu"]' in BLOCKS["spaseg_train"][1]
+
+
+def test_snakefile_includes_only():
+    text = (REPO / "Snakefile").read_text()
+    assert 'min_version("9.0")' in text and 'configfile: "config/config.yaml"' in text
+    assert re.findall(r"^rule (\w+):", text, re.M) == ["all"]
+    for smk in RULES.glob("*.smk"):
+        assert f'include: "workflow/rules/{smk.name}"' in text
+
+
+# --- conda envs -------------------------------------------------------------------------------
+
+
+def library_dependencies() -> set[str]:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~ \[]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    return {CONDA_NAMES.get(name, name) for name in names}
+
+
+ENVS = sorted((REPO / "envs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
+def test_env_is_pinned_and_complete(env):
+    spec = yaml.safe_load(env.read_text())
+    assert "conda-forge" in spec["channels"]
+    pins = {}
+    for dep in spec["dependencies"]:
+        for entry in dep["pip"] if isinstance(dep, dict) else [dep]:
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(==|=)\s*([0-9][^\s=]*)", entry)
+            assert match, f"{env.name}: {entry!r} is not pinned (name=version)"
+            pins[match.group(1).lower()] = match.group(3)
+    assert pins["python"] == "3.11"
+    # Scripts import spaseg, whose __init__ imports every subpackage: every env needs them all.
+    assert library_dependencies() <= set(pins), library_dependencies() - set(pins)
+
+
+def test_scripts_use_this_checkouts_library():
+    """Option (a) of architecture.md: each script puts <repo>/src first on sys.path."""
+    insert = 'sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))'
+    scripts = [p for p in (REPO / "scripts").glob("*.py") if not p.name.startswith("_")]
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert insert in text, script.name
+        assert text.index(insert) < text.index("import spaseg"), script.name
+    assert (REPO / "scripts").resolve().parent.joinpath("src", "spaseg").is_dir()
+
+
+# --- config, schema, docs ---------------------------------------------------------------------
+
+
+def schema(name: str) -> dict:
+    return yaml.safe_load((REPO / "workflow" / "schemas" / f"{name}.schema.yaml").read_text())
+
+
+def schema_defaults(node: dict) -> dict:
+    return {
+        key: schema_defaults(sub)
+        if sub.get("type") == "object" and "properties" in sub
+        else sub["default"]
+        for key, sub in node["properties"].items()
+        if "default" in sub
+    }
+
+
+def test_config_is_valid_and_matches_schema_defaults():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    jsonschema.validate(config, schema("config"))
+    defaults = schema_defaults(schema("config"))
+    config_without_samples = {k: v for k, v in config.items() if k != "samples"}
+    assert config_without_samples == defaults, "config.yaml and the schema defaults differ"
+
+
+def leaf_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, sub in node.get("properties", {}).items():
+        keys.append(prefix + key)
+        keys += leaf_keys(sub, f"{prefix}{key}.")
+    return keys
+
+
+def test_config_readme_documents_every_key_and_column():
+    readme = (REPO / "config" / "README.md").read_text()
+    for key in leaf_keys(schema("config")):
+        assert f"`{key}`" in readme, f"config key {key} is not documented in config/README.md"
+    for column in schema("samples")["properties"]:
+        assert f"`{column}`" in readme, f"column {column} is not documented in config/README.md"
+
+
+def test_profiles_hold_nothing_site_specific():
+    default = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    assert "software-deployment-method" not in default  # the venv works out of the box
+    slurm = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert slurm["executor"] == "slurm"
+    assert slurm["set-resources"]["spaseg_train"]["gpu"] == 1
+    for key in ("slurm_account", "slurm_partition"):
+        assert str(slurm["default-resources"][key]).startswith("$"), key
+
+
+# --- lint -------------------------------------------------------------------------------------
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_snakemake_lint_is_clean():
+    result = run(str(BIN / "snakemake"), "--lint", "--cores", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_snakefmt_is_clean():
+    result = run(str(BIN / "snakefmt"), "--check", "Snakefile", "workflow")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_is_clean_on_the_workflow_scripts():
+    for command in (["check"], ["format", "--check"]):
+        result = run(str(BIN / "ruff"), *command, "scripts")
+        assert result.returncode == 0, result.stdout + result.stderr

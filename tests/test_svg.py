@@ -1,0 +1,247 @@
+"""Spatially variable genes: Wilcoxon and fold changes, FDR, Moran's I, filters, errors, plot."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse, stats
+from statsmodels.stats.multitest import multipletests
+
+import spaseg
+from spaseg import InputError
+from spaseg.pl._svg import svg as plot_svg
+from spaseg.tl._moran import morans_i, spatial_knn_graph
+from spaseg.tl._svg import TABLE_COLUMNS, svg
+
+
+def _section(values, domains, xy=None) -> ad.AnnData:
+    """AnnData from log1p-normalised values, domain labels and (default: a line of) spots."""
+    values = np.asarray(values, dtype=np.float32)
+    n = values.shape[0]
+    obs = pd.DataFrame({"domain": pd.Categorical(domains)}, index=[f"s{i}" for i in range(n)])
+    adata = ad.AnnData(sparse.csr_matrix(values), obs=obs)
+    adata.var_names = [f"g{j}" for j in range(values.shape[1])]
+    adata.obsm["spatial"] = np.column_stack([np.arange(n), np.zeros(n)]) if xy is None else xy
+    return adata
+
+
+def _random_section(n=240, n_genes=30, n_domains=3, seed=0) -> ad.AnnData:
+    """Sparse, heavily tied values (Poisson counts, log1p) on a square grid."""
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil(np.sqrt(n)))
+    xy = np.column_stack(np.divmod(np.arange(n), side)).astype(float)
+    domains = rng.integers(0, n_domains, n).astype(str)
+    boost = 1 + (domains[:, None] == "0") * (np.arange(n_genes) % 3)  # some genes up in "0"
+    lam = rng.uniform(0.05, 2.0, n_genes) * boost
+    return _section(np.log1p(rng.poisson(lam)), domains, xy)
+
+
+def _planted(seed=0, n_domains=4):
+    """Simulated tissue with strong planted markers and nothing else spatial."""
+    adata = spaseg.datasets.simulate_tissue(
+        n_domains, n_rows=30, n_genes=300, n_markers=10, marker_fold_change=(6.0, 12.0),
+        mean_counts=4000.0, domain_lfc_sd=0.0, seed=seed,
+    )  # fmt: skip
+    spaseg.pp.normalize_pca(adata, n_comps=5)
+    adata.obs["domain"] = adata.obs["domain_truth"]
+    return adata
+
+
+def _row(table, gene, domain):
+    return table[(table["gene"] == gene) & (table["domain"] == domain)].iloc[0]
+
+
+def test_log2fc_on_normalised_scale_hand_example():
+    # Normalised values: domain A 3 and 5 (mean 4), domain B 0, 1, 1, 0 (mean 0.5).
+    counts = np.array([[3.0], [5.0], [0.0], [1.0], [1.0], [0.0]])
+    adata = _section(np.log1p(counts), ["A", "A", "B", "B", "B", "B"])
+    table = svg(adata, pseudocount=0.01, copy=True)
+    a = _row(table, "g0", "A")
+    assert a["mean_in"] == pytest.approx(4.0) and a["mean_out"] == pytest.approx(0.5)
+    assert a["log2fc"] == pytest.approx(np.log2(4.01 / 0.51))
+    assert _row(table, "g0", "B")["log2fc"] == pytest.approx(np.log2(0.51 / 4.01))
+    assert a["in_frac"] == 1.0 and a["out_frac"] == 0.5
+    # Not the mean of the log values (geometric-type mean) nor the reference's exp-of-exp.
+    assert a["log2fc"] != pytest.approx(np.log2(np.expm1(np.log1p([3, 5]).mean()) / 0.5), abs=0.01)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wilcoxon_matches_scipy_with_ties(dtype):
+    adata = _random_section()
+    adata.X = adata.X.astype(dtype)
+    table = svg(adata, copy=True)
+    x = adata.X.toarray()
+    labels = adata.obs["domain"].to_numpy()
+    for gene in (0, 4, 7, 29):
+        for domain in ("0", "1", "2"):
+            inside = labels == domain
+            expected = stats.mannwhitneyu(
+                x[inside, gene], x[~inside, gene], method="asymptotic", use_continuity=False
+            ).pvalue
+            assert _row(table, f"g{gene}", domain)["pval"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_fdr_is_benjamini_hochberg_and_monotone():
+    table = svg(_random_section(n_genes=60, seed=3), copy=True)
+    for _, part in table.groupby("domain", observed=True):
+        part = part.dropna(subset=["pval"]).sort_values("pval")
+        assert np.all(np.diff(part["padj"].to_numpy()) >= 0)
+        assert np.all(part["padj"] >= part["pval"]) and np.all(part["padj"] <= 1)
+        expected = multipletests(part["pval"], method="fdr_bh")[1]
+        np.testing.assert_allclose(part["padj"], expected)
+
+
+def test_planted_markers_recovered():
+    adata = _planted()
+    table = svg(adata, copy=True)
+    planted = table["gene"].map(adata.var["marker_domain"]).astype(str) == table["domain"].astype(
+        str
+    )
+    hits = table["passes"] & planted
+    assert hits.sum() / planted.sum() >= 0.9  # recall
+    assert hits.sum() / table["passes"].sum() >= 0.9  # precision
+    markers = table[planted]
+    assert markers["log2fc"].between(1.0, 5.0).all()  # plausible, not ~98
+    assert (markers["morans_padj"] < 0.05).mean() >= 0.9
+
+
+def test_gradient_is_global_not_domain_specific():
+    adata = _planted(seed=1)
+    rng = np.random.default_rng(0)
+    x = adata.obsm["spatial"][:, 0]
+    gradient = np.log1p(rng.poisson(20 * np.exp(1.2 * (x - x.mean()) / np.ptp(x))))
+    values = sparse.hstack([adata.X, sparse.csr_matrix(gradient[:, None])], format="csr")
+    var = pd.concat([adata.var, pd.DataFrame({"marker_domain": [""]}, index=["gradient"])])
+    adata = ad.AnnData(values, obs=adata.obs, var=var, obsm={"spatial": adata.obsm["spatial"]})
+    table = svg(adata, copy=True)
+    rows = table[table["gene"] == "gradient"]
+    assert rows["morans_padj"].iloc[0] < 1e-6 and rows["morans_i"].iloc[0] > 0.3
+    assert not rows["passes"].any()
+
+
+def test_single_spot_domain_and_zero_count_gene():
+    adata = _random_section(seed=5)
+    adata.obs["domain"] = adata.obs["domain"].cat.add_categories("lonely")
+    adata.obs.iloc[0, adata.obs.columns.get_loc("domain")] = "lonely"
+    x = adata.X.toarray()
+    x[:, 2] = 0.0
+    adata.X = sparse.csr_matrix(x)
+    table = svg(adata, copy=True)
+    lonely = table[table["domain"] == "lonely"]
+    assert lonely["in_frac"].isin([0.0, 1.0]).all() and not lonely["passes"].any()
+    assert lonely.dropna(subset=["pval"])["pval"].min() > 0.05  # one spot proves nothing
+    zero = table[table["gene"] == "g2"]
+    assert zero[["pval", "padj", "morans_i", "morans_padj"]].isna().all().all()
+    assert not zero["passes"].any() and (zero["in_frac"] == 0).all()
+    # Untestable genes are not counted in the FDR correction.
+    part = table[(table["domain"] == "0") & table["pval"].notna()]
+    np.testing.assert_allclose(part["padj"], multipletests(part["pval"], method="fdr_bh")[1])
+
+
+def test_unlabelled_spots_are_left_out_of_domain_tests():
+    adata = _random_section(seed=6)
+    full = svg(adata[10:].copy(), copy=True).set_index(["gene", "domain"])
+    adata.obs["domain"] = adata.obs["domain"].astype(object)
+    adata.obs.iloc[:10, adata.obs.columns.get_loc("domain")] = np.nan
+    part = svg(adata, copy=True).set_index(["gene", "domain"])
+    np.testing.assert_allclose(part["pval"], full.loc[part.index, "pval"])
+
+
+def test_errors_name_the_problem():
+    adata = _random_section()
+    with pytest.raises(InputError, match="spaseg.tl.spaseg") as err:
+        svg(adata, groupby="spaseg_domain")
+    assert err.value.field == "spaseg_domain"
+    adata.obs["one"] = pd.Categorical(["a"] * adata.n_obs)
+    with pytest.raises(InputError, match="at least two domains"):
+        svg(adata, groupby="one")
+    scaled = adata.copy()
+    scaled.X = sparse.csr_matrix(scaled.X.toarray() - 1.0)
+    with pytest.raises(InputError, match="negative"):
+        svg(scaled)
+    with pytest.raises(InputError, match="obsp has no graph"):
+        svg(adata, spatial_graph="spatial_connectivities")
+
+
+def test_outputs_are_stored_unless_copy():
+    adata = _random_section()
+    table = svg(adata, copy=True)
+    assert "svg" not in adata.uns and "morans_i" not in adata.var
+    assert list(table.columns) == TABLE_COLUMNS and TABLE_COLUMNS[:11] == [
+        "gene", "symbol", "domain", "log2fc", "pval", "padj", "in_frac", "out_frac",
+        "morans_i", "morans_padj", "passes",
+    ]  # fmt: skip
+    assert len(table) == adata.n_vars * 3
+    svg(adata)
+    pd.testing.assert_frame_equal(adata.uns["svg"], table)
+    assert adata.uns["svg_params"]["min_in_frac"] == 0.75
+    np.testing.assert_allclose(
+        adata.var["morans_i"], table.drop_duplicates("gene").set_index("gene")["morans_i"].loc[
+            adata.var_names
+        ],
+    )  # fmt: skip
+
+
+def test_morans_i_matches_squidpy():
+    sq = pytest.importorskip("squidpy")
+    adata = _planted(seed=2)
+    adata.obsp["spatial_connectivities"] = spatial_knn_graph(adata)
+    ours = morans_i(adata, spatial_graph="spatial_connectivities")
+    ref = sq.gr.spatial_autocorr(adata, mode="moran", n_perms=None, copy=True).loc[ours.index]
+    np.testing.assert_allclose(ours["morans_i"], ref["I"], atol=1e-6)
+    positive = ref["I"] > 0
+    np.testing.assert_allclose(ours["morans_pval"][positive], ref["pval_norm"][positive], atol=1e-6)
+
+
+def test_knn_graph_is_row_standardised_without_self_loops():
+    adata = _random_section(n=50)
+    adata.obsm["spatial"][1] = adata.obsm["spatial"][0]  # a duplicated position
+    graph = spatial_knn_graph(adata, n_neighbors=4)
+    np.testing.assert_allclose(np.asarray(graph.sum(axis=1)).ravel(), 1.0)
+    assert graph.diagonal().sum() == 0 and (graph.getnnz(axis=1) == 4).all()
+
+
+def test_group_mode_links_and_centres_within_sections():
+    sections = spaseg.datasets.simulate_sections(2, n_domains=3, n_rows=20, n_genes=120,
+                                                 n_markers=10, seed=0)  # fmt: skip
+    joint = ad.concat(sections, label="sample", keys=["a", "b"], index_unique="-")
+    spaseg.pp.normalize_pca(joint, n_comps=5)
+    joint.obs["domain"] = joint.obs["domain_truth"]
+    # A gene that only differs between sections: spatial autocorrelation within neither.
+    rng = np.random.default_rng(0)
+    offset = np.where(joint.obs["sample"] == "a", 3.0, 0.5) + rng.uniform(0, 0.5, joint.n_obs)
+    x = joint.X.toarray()
+    x[:, 0] = offset
+    joint.X = sparse.csr_matrix(x)
+    graph = spatial_knn_graph(joint, batch_key="sample")
+    sample = joint.obs["sample"].to_numpy()
+    rows, cols = graph.nonzero()
+    assert (sample[rows] == sample[cols]).all()
+    table = svg(joint, batch_key="sample", copy=True)
+    gene0 = table[table["gene"] == joint.var_names[0]].iloc[0]
+    assert abs(gene0["morans_i"]) < 0.1 and gene0["morans_padj"] > 0.05
+    markers = table["gene"].map(joint.var["marker_domain"]).astype(str) == table["domain"].astype(
+        str
+    )
+    assert table.loc[markers, "score"].median() > 5
+
+
+def test_plot(tmp_path):
+    adata = _planted()
+    table = svg(adata)
+    fig = plot_svg(adata, table, n_top=2, title="planted")
+    assert len(fig.axes) >= 4 * 2 + 1
+    fig.savefig(tmp_path / "svg.png", dpi=50)
+    assert (tmp_path / "svg.png").stat().st_size > 0
+
+
+@pytest.mark.realdata
+def test_dlpfc_white_matter_markers(shared_data):
+    adata = spaseg.io.read_h5ad(shared_data / "dlpfc" / "151673.h5ad", sample="151673")
+    adata = spaseg.pp.qc(adata, sample="151673")
+    spaseg.pp.normalize_pca(adata, n_comps=5)
+    adata.obs["domain"] = adata.obs["layer_guess"].astype(str).replace("NA", np.nan)
+    table = svg(adata, copy=True)
+    wm = table[(table["domain"] == "WM") & table["symbol"].isin(["MOBP", "MBP", "PLP1"])]
+    assert wm["passes"].all() and wm["log2fc"].between(1.5, 6.0).all()
+    assert (wm.index - table.index[table["domain"] == "WM"].min() < 50).all()  # rank < 50

@@ -1,0 +1,241 @@
+"""The Snakemake workflow, run as users run it: dry runs, bad sample sheets, real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from spaseg._provenance import add_provenance
+from spaseg.datasets._demo import DEMO_SECTIONS, make_demo, write_table
+from spaseg.datasets._simulate import simulate_tissue
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / ".test" / "data" / "example_table.csv"
+FINAL_FILES = ["qc.h5ad", "qc.png", "pca.h5ad", "domains.h5ad", "domains.png"]
+
+
+def snakemake(*args: str, workdir: Path | None = None, configfiles=(), timeout: int = 600):
+    """Run Snakemake on this repository's Snakefile; return the CompletedProcess.
+
+    ``configfiles`` are layered over config/config.yaml (one --configfile: a second replaces
+    the first). With ``workdir``, config/config.yaml is named too: configfile: in the Snakefile
+    is relative to the working directory.
+    """
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    if workdir is not None:
+        command += ["--directory", str(workdir)]
+        configfiles = [REPO / "config/config.yaml", *configfiles]
+    if configfiles:
+        command += ["--configfile", *map(str, configfiles)]
+    return subprocess.run(
+        [*command, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def write_sheet(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
+# --- default config ---------------------------------------------------------------------------
+
+
+def test_dry_run_default_config():
+    result = snakemake("-n", "--cores", "1")
+    assert result.returncode == 0, output(result)
+    for rule in ("load", "qc", "normalize_pca", "spaseg_train", "plot_qc", "plot_domains"):
+        assert rule in result.stdout
+
+
+def test_dry_run_with_overrides(tmp_path):
+    """--configfile and --config override config/config.yaml and still pass validation.
+
+    Nested keys go in a --configfile: Snakemake's --config reads nested values as strings.
+    """
+    override = tmp_path / "override.yaml"
+    override.write_text("spaseg:\n  n_runs: 1\n  device: cpu\n")
+    result = snakemake(
+        "-n", "--cores", "1", "--config", f"results={tmp_path}", configfiles=[override]
+    )
+    assert result.returncode == 0, output(result)
+    assert str(tmp_path / "example" / "domains.h5ad") in result.stdout
+
+
+def test_bad_config_value_is_rejected(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text("spaseg:\n  device: tpu\n")
+    result = snakemake("-n", "--cores", "1", configfiles=[override])
+    assert result.returncode != 0
+    assert "device" in output(result) and "tpu" in output(result)
+
+
+# --- bad sample sheets: rejected before any job runs ------------------------------------------
+
+GOOD = {"sample": "s1", "path": str(EXAMPLE), "platform": "table", "n_domains": 3}
+
+
+@pytest.mark.parametrize(
+    ("rows", "sample", "field", "words"),
+    [
+        pytest.param(
+            [{k: v for k, v in GOOD.items() if k != "platform"}],
+            "s1",
+            "platform",
+            ["column missing"],
+            id="missing-column",
+        ),
+        pytest.param(
+            [GOOD, {**GOOD, "n_domains": 4}, {**GOOD, "sample": "s2"}],
+            "s1",
+            "sample",
+            ["2 times", "unique"],
+            id="duplicate-sample",
+        ),
+        pytest.param(
+            [GOOD, {**GOOD, "sample": "s2", "path": "no/such/section.csv"}],
+            "s2",
+            "path",
+            ["not found", "no/such/section.csv"],
+            id="missing-input",
+        ),
+        pytest.param(
+            [{**GOOD, "platform": "xenium"}], "s1", "platform", ["xenium"], id="unknown-platform"
+        ),
+        pytest.param([{**GOOD, "n_domains": 1}], "s1", "n_domains", ["minimum"], id="n-domains-1"),
+        pytest.param([{**GOOD, "sample": "a/b"}], "a/b", "sample", ["match"], id="slash-in-name"),
+    ],
+)
+def test_bad_sample_sheet(tmp_path, rows, sample, field, words):
+    sheet = write_sheet(tmp_path / "samples.tsv", rows)
+    results = tmp_path / "results"
+    result = snakemake(
+        "-n", "--cores", "1", "--config", f"samples={sheet}", f"results={results}", workdir=tmp_path
+    )
+    message = output(result)
+    assert result.returncode != 0, message
+    assert f"sample {sample!r}" in message or repr(sample) in message, message
+    assert f"field {field!r}" in message, message
+    for word in words:
+        assert word in message, message
+    assert not results.exists()
+
+
+# --- library pieces the workflow owns ---------------------------------------------------------
+
+
+def test_add_provenance_survives_h5ad(tmp_path):
+    adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
+    config = {"qc": {"max_pct_mt": None}, "spaseg": {"n_domains": 7}}
+    add_provenance(adata, config=config, step="load")
+    add_provenance(adata, config=config, step="qc")
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    prov = ad.read_h5ad(tmp_path / "a.h5ad").uns["spaseg_provenance"]
+    assert json.loads(prov["config"]) == config
+    assert list(prov["steps"]) == ["load", "qc"] and prov["step"] == "qc"
+    assert prov["workflow_version"] and {"spaseg", "numpy", "anndata"} <= set(prov["packages"])
+
+
+def test_example_table_matches_default_sheet():
+    """The committed example section is readable and holds the domains the sheet says."""
+    import spaseg
+
+    sheet = pd.read_csv(REPO / "config/samples.tsv", sep="\t")
+    adata = spaseg.io.read(REPO / sheet.at[0, "path"], sheet.at[0, "platform"], sample="example")
+    assert adata.n_obs == 400
+    assert adata.obs["domain_truth"].nunique() == sheet.at[0, "n_domains"]
+
+
+# --- real runs --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def basic_run(tmp_path_factory):
+    """The basic scenario (.test/config_basic) on the simulated demo sections, run once."""
+    workdir = tmp_path_factory.mktemp("basic")
+    make_demo(workdir / ".test" / "demo")
+    config = REPO / ".test/config_basic/config.yaml"
+    sheet = REPO / ".test/config_basic/samples.tsv"
+    args = ["--cores", "2", "--config", f"samples={sheet}"]
+    run = snakemake(*args, workdir=workdir, configfiles=[config], timeout=1800)
+    report = workdir / "report.html"
+    made = snakemake(*args, "--report", str(report), workdir=workdir, configfiles=[config])
+    return workdir / ".test/results/basic", run, made, report
+
+
+@pytest.mark.slow
+def test_basic_run_outputs(basic_run):
+    results, run, _, _ = basic_run
+    assert run.returncode == 0, output(run)
+    for sample, _, params in DEMO_SECTIONS:
+        for name in FINAL_FILES:
+            assert (results / sample / name).is_file(), f"{sample}/{name} missing"
+        assert not (results / sample / "raw.h5ad").exists()  # temp() output was removed
+        adata = ad.read_h5ad(results / sample / "domains.h5ad")
+        assert isinstance(adata.obs["domain"].dtype, pd.CategoricalDtype)
+        assert adata.obs["domain"].nunique() <= params["n_domains"]
+        assert adata.obsm["spaseg_embedding"].shape[0] == adata.n_obs
+        assert "spaseg" in adata.uns
+        assert list(adata.uns["spaseg_provenance"]["steps"]) == [
+            "load",
+            "qc",
+            "normalize_pca",
+            "spaseg_train",
+        ]
+        for rule in ("load", "qc", "normalize_pca", "spaseg_train", "plot_qc", "plot_domains"):
+            assert (results / "logs" / rule / f"{sample}.log").is_file()
+            assert (results / "benchmarks" / rule / f"{sample}.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_basic_run_report(basic_run):
+    _, run, made, report = basic_run
+    assert run.returncode == 0, output(run)
+    assert made.returncode == 0, output(made)
+    assert report.is_file() and "<html" in report.read_text(errors="replace").lower()
+
+
+@pytest.mark.slow
+def test_data_errors_fail_the_job_cleanly(tmp_path):
+    """NaN coordinates (load) and more domains than spots (spaseg_train): clear log, no output."""
+    tiny = simulate_tissue(
+        3, grid="square", n_rows=10, shape="full", n_genes=60, n_markers=8, n_noise_genes=5, seed=1
+    )
+    nan_xy = tiny.copy()
+    nan_xy.obsm["spatial"] = np.asarray(nan_xy.obsm["spatial"], dtype=float)
+    nan_xy.obsm["spatial"][:5] = np.nan
+    nan_xy.write_h5ad(tmp_path / "nan_xy.h5ad")
+    write_table(tiny, tmp_path / "tiny.csv")
+    sheet = write_sheet(
+        tmp_path / "samples.tsv",
+        [
+            {"sample": "nan_xy", "path": "nan_xy.h5ad", "platform": "h5ad", "n_domains": 3},
+            {"sample": "too_many", "path": "tiny.csv", "platform": "table", "n_domains": 500},
+        ],
+    )
+    short = tmp_path / "short.yaml"
+    short.write_text("spaseg:\n  n_runs: 1\n  max_iter: 20\n  warmup_iter: 5\n")
+    results = tmp_path / "results"
+    args = ["--keep-going", "--config", f"samples={sheet}", f"results={results}"]
+    result = snakemake("--cores", "2", *args, workdir=tmp_path, configfiles=[short])
+    assert result.returncode != 0, output(result)
+
+    load_log = (results / "logs/load/nan_xy.log").read_text()
+    assert "sample 'nan_xy'" in load_log and "NaN" in load_log, load_log
+    train_log = (results / "logs/spaseg_train/too_many.log").read_text()
+    assert "sample 'too_many'" in train_log and "n_domains" in train_log, train_log
+    assert (results / "too_many/pca.h5ad").is_file()  # the chain ran up to the failing step
+    for sample in ("nan_xy", "too_many"):
+        assert not (results / sample / "domains.h5ad").exists()
+        leftovers = [p.name for p in (results / sample).glob("*") if p.name.startswith(".")]
+        assert not leftovers, f"temporary files left behind: {leftovers}"

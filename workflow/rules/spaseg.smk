@@ -1,0 +1,21 @@
+rule spaseg_train:
+    input:
+        f"{RESULTS}/{{sample}}/pca.h5ad",
+    output:
+        f"{RESULTS}/{{sample}}/domains.h5ad",
+    log:
+        f"{RESULTS}/logs/spaseg_train/{{sample}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/spaseg_train/{{sample}}.tsv"
+    conda:
+        "../../envs/spaseg_train.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        # GPUs per job: 0 locally (device "auto" then trains on the CPU); profiles/slurm asks for 1.
+        gpu=config["resources"]["spaseg_train"]["gpu"],
+    params:
+        spaseg=spaseg_params,
+    script:
+        "../../scripts/spaseg_train.py"
