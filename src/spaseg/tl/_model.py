@@ -44,9 +44,8 @@ class SpaSEGNet(nn.Module):
         warm-up reconstructs the input, so it must equal ``in_channels``.
     """
 
-    def __init__(self, in_channels: int, hidden: int, n_out: int, out_norm: bool = True):
+    def __init__(self, in_channels: int, hidden: int, n_out: int):
         super().__init__()
-        self.out_norm = out_norm
         self.norm_in = MaskedBatchNorm(in_channels)
         self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1)
         self.norm1 = MaskedBatchNorm(hidden)
@@ -60,5 +59,4 @@ class SpaSEGNet(nn.Module):
         x = self.norm_in(x, mask)
         x = self.act(self.norm1(self.conv1(x), mask))
         x = self.act(self.norm2(self.conv2(x), mask))
-        x = self.head(x)
-        return self.norm_out(x, mask) if self.out_norm else x * mask
+        return self.norm_out(self.head(x), mask)

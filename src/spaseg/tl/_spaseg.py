@@ -81,11 +81,7 @@ def _train_run(
     """Train one network; return the tissue logits, the iterations used and the label count."""
     torch.manual_seed(seed)
     n_in = image.shape[1]
-    import os
-
-    model = SpaSEGNet(
-        n_in, hidden, max(n_in, n_domains), out_norm=os.environ.get("OUTNORM", "1") == "1"
-    ).to(image.device)
+    model = SpaSEGNet(n_in, hidden, max(n_in, n_domains)).to(image.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     target_in = image.flatten(2)[0][:, pixels].T  # (n_pixels, n_in)
     n_labels = -1
@@ -109,6 +105,11 @@ def _train_run(
         logits = model(image, mask).flatten(2)[0][:, pixels].T
     n_labels = int(torch.unique(logits.argmax(dim=1)).numel())
     return logits.cpu().numpy().astype(np.float64), it + 1, n_labels
+
+
+def _stop_labels(n_domains: int, *, n_out: int, margin: int) -> int:
+    """Label count at which a run stops (see ``stop_margin`` in :func:`spaseg`)."""
+    return max(n_domains, min(n_domains + margin, n_out - margin))
 
 
 def _run_labels(logits: np.ndarray, n_domains: int, seed: int) -> np.ndarray:
@@ -159,12 +160,12 @@ def spaseg(
     n_runs: int = 4,
     max_iter: int = 1000,
     warmup_iter: int = 400,
-    lr: float = 0.002,
+    lr: float = 0.005,
     weight_decay: float = 1e-5,
     alpha: float = 0.4,
     beta: float = 0.7,
     hidden: int | None = None,
-    stop_labels: int | None = None,
+    stop_margin: int = 3,
     grid: Grid = "auto",
     use_rep: str = "X_pca",
     n_pcs: int | None = None,
@@ -198,8 +199,13 @@ def spaseg(
         Weights of the cross-entropy and the spatial-continuity loss.
     hidden
         Convolution channels (default: number of PCs).
-    stop_labels
-        Stop a run once its argmax uses at most this many labels (default ``n_domains``).
+    stop_margin
+        A run stops once its argmax uses at most ``n_domains + stop_margin`` labels and the
+        self-training has merged away at least ``stop_margin`` of the network's output
+        channels (so with few channels it runs down to ``n_domains``); KMeans on the logits
+        then makes exactly ``n_domains``. With background masked out the self-training
+        stalls a few labels above ``n_domains``, and stopping there beats training on
+        (``benchmarks/RESULTS.md``).
     grid
         Spot layout, see :func:`spaseg.pp.spot_image`.
     use_rep, n_pcs
@@ -246,7 +252,7 @@ def spaseg(
         weight_decay=weight_decay,
         alpha=alpha,
         beta=beta,
-        stop_labels=stop_labels or n_domains,
+        stop_labels=_stop_labels(n_domains, n_out=max(rep.shape[1], n_domains), margin=stop_margin),
         log_every=log_every,
     )
     run_seeds = np.random.SeedSequence(seed).generate_state(n_runs) % 2**31
