@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .._errors import InputError
 from ._sim_geometry import Outline, smooth_field
 
 PATTERNS = ("layers", "blobs", "mixed")
@@ -49,20 +50,32 @@ def assign_domains(
     """
     make = {"layers": _layers, "blobs": _blobs, "mixed": _mixed}[pattern]
     floor = min_domain_fraction(n_domains)
+    if reference.sum() < 5 * n_domains:
+        raise InputError(
+            f"{reference.sum()} tissue spots are too few for {n_domains} domains; "
+            "use a larger grid or fewer domains",
+            field="n_domains",
+        )
     for _ in range(max_tries):
         labels = make(uv, reference, n_domains, rng)
         shares = np.bincount(labels[reference], minlength=n_domains) / reference.sum()
         if shares.min() >= floor:
             return labels
-    raise RuntimeError(
+    raise InputError(
         f"could not place {n_domains} domains of at least {floor:.1%} each on "
-        f"{reference.sum()} tissue spots; use a larger grid or fewer domains"
+        f"{reference.sum()} tissue spots; use a larger grid or fewer domains",
+        field="n_domains",
     )
 
 
-def _planned_shares(n: int, total: float, floor: float, rng: np.random.Generator) -> np.ndarray:
-    """Unequal shares of ``total`` for ``n`` domains, each at least ``floor``."""
-    return floor + (total - n * floor) * rng.dirichlet(np.full(n, 2.0))
+def _planned_shares(n: int, floor: float, rng: np.random.Generator) -> np.ndarray:
+    """Unequal shares (summing to 1) for ``n`` domains, each at least ``floor``."""
+    return floor + (1.0 - n * floor) * rng.dirichlet(np.full(n, 2.0))
+
+
+def _planned_floor(n_domains: int) -> float:
+    """Planning a little above :func:`min_domain_fraction` leaves room for rounding."""
+    return 1.25 * min_domain_fraction(n_domains)
 
 
 def _cut_by_quantiles(value: np.ndarray, reference: np.ndarray, shares: np.ndarray) -> np.ndarray:
@@ -83,7 +96,7 @@ def _layer_depth(uv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _layers(uv: np.ndarray, reference: np.ndarray, n_domains: int, rng) -> np.ndarray:
-    shares = _planned_shares(n_domains, 1.0, min_domain_fraction(n_domains) * 1.25, rng)
+    shares = _planned_shares(n_domains, _planned_floor(n_domains), rng)
     return _cut_by_quantiles(_layer_depth(uv, rng), reference, shares)
 
 
@@ -122,7 +135,9 @@ def _mixed(uv: np.ndarray, reference: np.ndarray, n_domains: int, rng) -> np.nda
         blob = _blob_mask(uv, free, centre, n_spots, rng)
         labels[blob & (labels < 0)] = n_layers + b
     free = reference & (labels < 0)
-    shares = _planned_shares(n_layers, 1.0, min_domain_fraction(n_domains) * 1.25, rng)
+    # shares of the spots left free, so that every layer still gets its floor of the tissue
+    floor = _planned_floor(n_domains) * reference.sum() / free.sum()
+    shares = _planned_shares(n_layers, floor, rng)
     layer = _cut_by_quantiles(_layer_depth(uv, rng), free, shares)
     return np.where(labels < 0, layer, labels)
 
@@ -143,5 +158,6 @@ def _blob_mask(
     """A wobbly round blob around ``centre`` holding ``n_spots`` of the ``free`` spots."""
     outline = Outline.random(rng, centre=centre, radius=1.0, wobble=0.25, n_harmonics=3)
     distance = outline.scaled_distance(uv)
-    cutoff = np.sort(distance[free])[min(n_spots, free.sum()) - 1]
+    kth = min(n_spots, free.sum()) - 1
+    cutoff = np.partition(distance[free], kth)[kth]
     return distance <= cutoff

@@ -107,18 +107,21 @@ def make_gene_programs(
         profiles[:, mito] *= _MITO_SHARE / profiles[:, mito].sum(1, keepdims=True)
 
     var = _gene_table(roles, markers, marker_fc)
-    return GenePrograms(profiles, _state_loadings(roles, n_states, rng), var)
+    return GenePrograms(profiles, _state_loadings(roles, n_states, 2 * n_markers, rng), var)
 
 
-def _state_loadings(roles: np.ndarray, n_states: int, rng: np.random.Generator) -> np.ndarray:
-    """Cell-state programs: each moves a random tenth of the signal genes up or down.
+def _state_loadings(
+    roles: np.ndarray, n_states: int, n_member: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Cell-state programs: each moves ``n_member`` random signal genes up or down.
 
     They add structured variation that is not spatial (cell cycle, stress, activation ...),
-    which pulls clustering of the expression alone away from the domains.
+    which pulls clustering of the expression alone away from the domains. Their size follows
+    the domain programs, not the gene count, so the balance holds for any ``n_genes``.
     """
     signal = np.flatnonzero(np.isin(roles, ["marker", "background"]))
+    n_member = min(n_member, signal.size)
     loadings = np.zeros((n_states, roles.size))
-    n_member = max(1, signal.size // 10)
     for state in range(n_states):  # a handful of programs, not a loop over genes
         members = rng.choice(signal, n_member, replace=False)
         loadings[state, members] = rng.normal(0.0, _STATE_LFC_SD, n_member)

@@ -134,8 +134,8 @@ def simulate_tissue(
         Standard deviation of the mild domain differences (natural-log fold changes) on all
         other non-mitochondrial, non-noise genes.
     n_cell_states
-        Number of cell-state programs (cell cycle, stress ...), each acting on a random tenth of
-        the marker and background genes.
+        Number of cell-state programs (cell cycle, stress ...), each acting on
+        ``2 * n_markers`` random marker and background genes.
     cell_state_sd
         Standard deviation of the per-spot activity of each cell-state program. Above about 0.3
         the states, not the domains, dominate the expression.
