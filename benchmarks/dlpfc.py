@@ -13,6 +13,7 @@ flag says otherwise.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import sys
 from pathlib import Path
@@ -77,52 +78,37 @@ def run_section(name: str, seeds: list[int], out: Path, spaseg_kwargs: dict) -> 
     rows.append(dict(section=name, stage="normalize_pca", seconds=m.seconds, peak_mb=m.peak_mb))
 
     truth = adata.obs["layer_guess"].astype(str) if "layer_guess" in adata.obs else None
+
+    def run_spaseg(seed):
+        spaseg.tl.spaseg(adata, n_domains=7, seed=seed, sample=name, log_every=0, **spaseg_kwargs)
+        return adata.obs["domain"].astype(str).to_numpy()
+
+    methods = {  # name -> (stage, labels for a seed), all on the same principal components
+        "SpaSEG": ("spaseg", run_spaseg),
+        "KMeans": (
+            "baseline",
+            lambda seed: KMeans(7, n_init=10, random_state=seed).fit_predict(adata.obsm["X_pca"]),
+        ),
+        "Leiden": ("baseline", lambda seed: leiden_n_clusters(adata, 7, seed)),
+    }
     labels = pd.DataFrame(index=adata.obs_names)
     for seed in seeds:
-        with measure() as m:
-            spaseg.tl.spaseg(
-                adata, n_domains=7, seed=seed, sample=name, log_every=0, **spaseg_kwargs
+        for method, (stage, fit) in methods.items():
+            with measure() as m:
+                result = fit(seed)
+            labels[f"{method.lower()}_seed{seed}"] = result
+            ari = score(truth, result) if truth is not None else np.nan
+            rows.append(
+                dict(
+                    section=name,
+                    stage=stage,
+                    method=method,
+                    seed=seed,
+                    seconds=m.seconds,
+                    peak_mb=m.peak_mb,
+                    ari=ari,
+                )
             )
-        labels[f"spaseg_seed{seed}"] = adata.obs["domain"].astype(str)
-        rows.append(
-            dict(
-                section=name,
-                stage="spaseg",
-                method="SpaSEG",
-                seed=seed,
-                seconds=m.seconds,
-                peak_mb=m.peak_mb,
-                ari=score(truth, adata.obs["domain"]) if truth is not None else np.nan,
-            )
-        )
-        with measure() as m:
-            km = KMeans(7, n_init=10, random_state=seed).fit_predict(adata.obsm["X_pca"])
-        labels[f"kmeans_seed{seed}"] = km
-        rows.append(
-            dict(
-                section=name,
-                stage="baseline",
-                method="KMeans",
-                seed=seed,
-                seconds=m.seconds,
-                peak_mb=m.peak_mb,
-                ari=score(truth, km) if truth is not None else np.nan,
-            )
-        )
-        with measure() as m:
-            ld = leiden_n_clusters(adata, 7, seed)
-        labels[f"leiden_seed{seed}"] = ld
-        rows.append(
-            dict(
-                section=name,
-                stage="baseline",
-                method="Leiden",
-                seed=seed,
-                seconds=m.seconds,
-                peak_mb=m.peak_mb,
-                ari=score(truth, ld) if truth is not None else np.nan,
-            )
-        )
     out.mkdir(parents=True, exist_ok=True)
     labels.to_csv(out / f"{name}_labels.tsv", sep="\t")
     return rows
@@ -140,7 +126,9 @@ def main(argv=None) -> None:
         sys.exit(f"DLPFC data not found at {DATA}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    extra = {k: eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)}
+    extra = {
+        k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)
+    }
 
     rows = []
     for name in args.sections:
@@ -156,9 +144,8 @@ def main(argv=None) -> None:
     acc["mean"], acc["min"], acc["max"] = acc.mean(axis=1), acc.min(axis=1), acc.max(axis=1)
     print(acc.round(3).to_markdown())
     print("\n## Time (s) and peak memory (MB) per stage, mean over seeds\n")
-    cost = df.groupby(
-        ["section", "stage", df.get("method", pd.Series(dtype=str)).fillna("")], sort=False
-    )[["seconds", "peak_mb"]].mean()
+    df["method"] = df["method"].fillna(df["stage"])  # load/qc/pca rows have no method
+    cost = df.groupby(["section", "stage", "method"], sort=False)[["seconds", "peak_mb"]].mean()
     print(cost.round(2).to_markdown())
     print(f"\nLabels of every run: {args.out}/<section>_labels.tsv")
 
