@@ -134,6 +134,7 @@ def main(argv=None) -> None:
     for name in args.sections:
         rows += run_section(name, args.seeds, args.out, extra)
     df = pd.DataFrame(rows)
+    df["seed"] = df["seed"].astype("Int64")  # NaN for the per-section stages
     df.to_csv(args.out / "runs.tsv", sep="\t", index=False)
 
     pd.set_option("display.width", 200)
