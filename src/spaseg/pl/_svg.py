@@ -14,15 +14,23 @@ from matplotlib.figure import Figure
 
 from ._plots import _spot_size, _tissue_axes, _xy
 
+# Fallback genes of a domain without enough SVGs: at least two-fold enriched.
+_ENRICHED_LOG2FC = 1.0
+
 
 def top_genes(table: pd.DataFrame, n_top: int = 3) -> pd.DataFrame:
-    """The ``n_top`` rows of each domain: SVGs that pass first, then by Wilcoxon score.
+    """The ``n_top`` rows of each domain, best first by Wilcoxon score within three tiers.
 
-    Domains with fewer passing genes are filled with their best-scoring other genes, so every
-    domain shows something (marked as failing the filters in the figure).
+    Passing SVGs come first, then genes that are significantly enriched at least two-fold
+    (``padj < 0.05``, ``log2fc > 1``) without passing every filter, then the rest; so a
+    domain without SVGs still shows its best candidates (the figure marks them).
     """
-    ranked = table.sort_values(["domain", "passes", "score"], ascending=[True, False, False])
-    return ranked.groupby("domain", observed=True, sort=True).head(n_top)
+    enriched = (table["padj"] < 0.05) & (table["log2fc"] > _ENRICHED_LOG2FC)
+    tier = np.where(table["passes"], 0, np.where(enriched, 1, 2))
+    ranked = table.assign(_tier=tier).sort_values(
+        ["domain", "_tier", "score"], ascending=[True, True, False]
+    )
+    return ranked.groupby("domain", observed=True, sort=True).head(n_top).drop(columns="_tier")
 
 
 def svg(
@@ -54,8 +62,9 @@ def svg(
     Returns
     -------
     The figure. Panel titles give the domain, gene, log2 fold change and adjusted p-value; a
-    ``*`` marks genes that fail the SVG filters. Dots: size is the fraction of the domain's
-    spots expressing the gene, colour its mean expression relative to its highest domain.
+    ``*`` marks genes that fail some SVG filter (see the table's ``fails``). Dots: size is
+    the fraction of the domain's spots expressing the gene, colour its mean expression
+    relative to its highest domain.
     """
     top = top_genes(table, n_top)
     domains = list(table["domain"].cat.categories)
@@ -68,7 +77,7 @@ def svg(
     _dot_plot(fig.add_subplot(grid[:, n_top]), table, top, domains)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98 if title else 1))  # keep the title clear of panels
     return fig
 
 

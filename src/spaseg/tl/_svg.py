@@ -26,7 +26,7 @@ _BLOCK_NNZ = 10_000_000
 
 TABLE_COLUMNS = [
     "gene", "symbol", "domain", "log2fc", "pval", "padj", "in_frac", "out_frac",
-    "morans_i", "morans_padj", "passes", "score", "mean_in", "mean_out",
+    "morans_i", "morans_padj", "passes", "fails", "score", "mean_in", "mean_out",
     "max_out_domain", "max_out_frac", "log2fc_max_out", "morans_pval",
 ]  # fmt: skip
 
@@ -46,9 +46,9 @@ class Filters:
     min_log2fc_max_out
         log2 fold change vs the other domain with the highest expressing fraction, above this.
     min_in_max_frac_ratio
-        ``in_frac / max_out_frac`` above this.
+        ``in_frac / max_out_frac`` at least this.
     min_in_out_frac_ratio
-        ``in_frac / out_frac`` above this.
+        ``in_frac / out_frac`` at least this.
     """
 
     max_padj: float = 0.05
@@ -79,6 +79,13 @@ class Filters:
 
     def passes(self, t: pd.DataFrame) -> np.ndarray:
         return self.checks(t).all(axis=1).to_numpy()
+
+    def fails(self, t: pd.DataFrame) -> np.ndarray:
+        """Comma-separated names of the filters each row fails (``""`` when it passes)."""
+        failed = np.full(len(t), "", dtype=object)
+        for name, ok in self.checks(t).items():
+            failed = failed + np.where(ok.to_numpy(), "", name + ",")
+        return np.array([f[:-1] for f in failed], dtype=object)
 
 
 def svg(
@@ -133,7 +140,7 @@ def svg(
     layer
         Layer with log1p-normalised expression to use instead of ``X``.
     max_padj, min_log2fc, min_in_frac, min_log2fc_max_out, min_in_max_frac_ratio, min_in_out_frac_ratio
-        Filters of a domain-specific SVG, all strict: adjusted p-value below ``max_padj``;
+        Filters of a domain-specific SVG: adjusted p-value below ``max_padj``;
         fold change vs the rest above ``min_log2fc``; expressing fraction (value > 0) in
         the domain above ``min_in_frac``; against the *max-out domain* (the other domain with
         the highest expressing fraction), fold change above ``min_log2fc_max_out`` and
@@ -170,8 +177,10 @@ def svg(
     One row per gene and domain, sorted by domain and then by decreasing Wilcoxon z-score:
     ``gene``, ``symbol``, ``domain``, ``log2fc``, ``pval``, ``padj``, ``in_frac``,
     ``out_frac``, ``morans_i``, ``morans_padj``, ``passes`` (domain-specific SVG), then
-    ``score`` (Wilcoxon z, positive when higher in the domain), ``mean_in``, ``mean_out``,
-    ``max_out_domain``, ``max_out_frac``, ``log2fc_max_out`` and ``morans_pval``.
+    ``fails`` (comma-separated filters the gene fails, named as the columns of
+    :meth:`Filters.checks`; ``""`` when it passes), ``score`` (Wilcoxon z, positive when
+    higher in the domain), ``mean_in``, ``mean_out``, ``max_out_domain``, ``max_out_frac``,
+    ``log2fc_max_out`` and ``morans_pval``.
     Genes that cannot be tested (constant across the spots compared) get NaN statistics,
     take no part in the FDR correction and never pass.
 
@@ -179,8 +188,7 @@ def svg(
     -----
     The reference follows its filters with a second stage (ratios above 1.2, or fold
     changes above 3 with a low coefficient of variation, or above 8). It was tuned on its
-    inflated fold changes and is left out. :class:`Filters` ``.checks`` tells which filter
-    a gene fails.
+    inflated fold changes and is left out.
     """
     filters = Filters(
         max_padj, min_log2fc, min_in_frac, min_log2fc_max_out,
@@ -199,6 +207,7 @@ def svg(
     moran = morans_table(full, graph, _sections(adata, batch_key), adata.var_names)
     table = table.join(moran, on="gene")
     table["passes"] = filters.passes(table)
+    table["fails"] = filters.fails(table)
     table.insert(1, "symbol", _symbols(adata, symbol_key).reindex(table["gene"]).to_numpy())
     table = table[TABLE_COLUMNS]
 
