@@ -26,7 +26,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[workflow,dev]"
+	$(BIN)/pip install --quiet -e ".[workflow,dev,cci]"
 	touch $@
 
 demo: install $(DEMO)/config.yaml

@@ -13,10 +13,15 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/load.smk"
+include: "workflow/rules/bin.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/pca.smk"
 include: "workflow/rules/spaseg.smk"
 include: "workflow/rules/plot.smk"
+include: "workflow/rules/svg.smk"
+include: "workflow/rules/cci.smk"
+include: "workflow/rules/group.smk"
+include: "workflow/rules/summary.smk"
 
 
 localrules:
@@ -27,3 +32,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        group_outputs(),

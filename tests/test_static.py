@@ -34,13 +34,19 @@ def test_the_chain_is_there():
     assert {"load", "qc", "normalize_pca", "spaseg_train", "plot_qc", "plot_domains"} <= set(BLOCKS)
 
 
-@pytest.mark.parametrize("rule", sorted(BLOCKS))
+# Rules with `run:` (run_summary) are bookkeeping in Snakemake's own process: no job, no env.
+JOB_RULES = sorted(name for name, (_, body) in BLOCKS.items() if "\n    run:\n" not in body)
+
+
+@pytest.mark.parametrize("rule", JOB_RULES)
 def test_rule_habits(rule):
     smk, body = BLOCKS[rule]
     for directive in ("log:", "benchmark:", "conda:", "threads:", "resources:", "script:"):
         assert re.search(rf"^    {directive}", body, re.M), f"{rule}: no {directive}"
-    assert f'f"{{RESULTS}}/logs/{rule}/{{{{sample}}}}.log"' in body
-    assert f'f"{{RESULTS}}/benchmarks/{rule}/{{{{sample}}}}.tsv"' in body
+    # One file per job, named by its wildcard ({sample}; {reference}, {group} for shared jobs).
+    for kind, suffix in (("logs", "log"), ("benchmarks", "tsv")):
+        where = rf'f"\{{RESULTS\}}/{kind}/{rule}/\{{\{{\w+\}}\}}\.{suffix}"'
+        assert re.search(where, body), f"{rule}: no {kind} file per job"
     for resource in ("mem_mb=", "runtime="):
         assert resource in body, f"{rule}: no {resource} resource"
     env = re.search(r'^    conda:\n\s+"([^"]+)"', body, re.M).group(1)
@@ -83,7 +89,8 @@ def test_env_is_pinned_and_complete(env):
     pins = {}
     for dep in spec["dependencies"]:
         for entry in dep["pip"] if isinstance(dep, dict) else [dep]:
-            match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(==|=)\s*([0-9][^\s=]*)", entry)
+            # name=version, or name=version=build (pytorch=2.13.0=cuda* in training envs)
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(==|=)\s*([0-9][^\s=]*)(=\S+)?", entry)
             assert match, f"{env.name}: {entry!r} is not pinned (name=version)"
             pins[match.group(1).lower()] = match.group(3)
     assert pins["python"] == "3.11"
@@ -145,13 +152,13 @@ def test_config_readme_documents_every_key_and_column():
 
 
 def test_profiles_hold_nothing_site_specific():
+    """profiles/slurm is a YTE template; tests/test_slurm.py checks it as Snakemake reads it."""
     default = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
     assert "software-deployment-method" not in default  # the venv works out of the box
-    slurm = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
-    assert slurm["executor"] == "slurm"
-    assert slurm["set-resources"]["spaseg_train"]["gpu"] == 1
+    slurm = (REPO / "profiles/slurm/config.yaml").read_text()
+    assert "executor: slurm" in slurm
     for key in ("slurm_account", "slurm_partition"):
-        assert str(slurm["default-resources"][key]).startswith("$"), key
+        assert f"{key}:" not in slurm, f"{key} is set in the profile; it comes from the environment"
 
 
 # --- lint -------------------------------------------------------------------------------------

@@ -18,7 +18,15 @@ from spaseg.datasets._simulate import simulate_tissue
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / ".test" / "data" / "example_table.csv"
-FINAL_FILES = ["qc.h5ad", "qc.png", "pca.h5ad", "domains.h5ad", "domains.png"]
+FINAL_FILES = [
+    "qc.h5ad",
+    "qc.png",
+    "pca.h5ad",
+    "domains.h5ad",
+    "domains.png",
+    "svg.tsv",
+    "svg.png",
+]
 
 
 def snakemake(*args: str, workdir: Path | None = None, configfiles=(), timeout: int = 600):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import socket
 import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -11,7 +14,19 @@ from pathlib import Path
 from anndata import AnnData
 
 #: Packages whose versions change results; recorded when installed (spaseg always).
-PACKAGES = ("numpy", "scipy", "scikit-learn", "scanpy", "anndata", "torch", "snakemake")
+PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "scanpy",
+    "squidpy",
+    "anndata",
+    "torch",
+    "pyro-ppl",
+    "cell2location",
+    "snakemake",
+)
 
 _CHECKOUT = Path(__file__).resolve().parents[2]  # src/spaseg/_provenance.py -> repository root
 
@@ -36,10 +51,10 @@ def workflow_version() -> str:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of spaseg (also when run from a source checkout) and the installed :data:`PACKAGES`."""
+    """Versions of Python, spaseg (also from a source checkout) and the installed :data:`PACKAGES`."""
     from . import __version__
 
-    versions = {"spaseg": __version__}
+    versions = {"python": platform.python_version(), "spaseg": __version__}
     for name in PACKAGES:
         try:
             versions[name] = version(name)
@@ -65,7 +80,8 @@ def add_provenance(adata: AnnData, *, config: dict, step: str) -> None:
     Notes
     -----
     Sets ``workflow_version``, ``config`` (JSON), ``packages`` (name -> version), ``step``,
-    ``steps`` and ``time`` (UTC, ISO 8601).
+    ``steps``, ``time`` (UTC, ISO 8601), ``host`` and ``slurm_job_id`` (empty outside SLURM),
+    so that a result of a cluster run can be traced to its node and job.
     """
     previous = adata.uns.get("spaseg_provenance", {})
     adata.uns["spaseg_provenance"] = {
@@ -75,4 +91,6 @@ def add_provenance(adata: AnnData, *, config: dict, step: str) -> None:
         "step": step,
         "steps": [*map(str, previous.get("steps", [])), step],
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
     }

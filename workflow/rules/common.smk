@@ -15,7 +15,15 @@ RESULTS = config["results"]
 SAMPLE_SHEET = config["samples"]
 SAMPLES_SCHEMA = Path(workflow.basedir, "workflow", "schemas", "samples.schema.yaml")
 # Files each section ends with; the rest ({results}/{sample}/raw.h5ad) is temporary.
-FINAL_FILES = ["qc.h5ad", "qc.png", "pca.h5ad", "domains.h5ad", "domains.png"]
+FINAL_FILES = [
+    "qc.h5ad",
+    "qc.png",
+    "pca.h5ad",
+    "domains.h5ad",
+    "domains.png",
+    "svg.tsv",
+    "svg.png",
+]
 
 
 def sheet_error(message, *, sample=None, field=None):
@@ -80,6 +88,12 @@ def load_samples(sheet):
             about = schema["properties"].get(field, {}).get("description")
             message = f"{error.message} ({field}: {about})" if about else error.message
             raise sheet_error(message, sample=record["sample"], field=field)
+        if "bin_size" in record and record["platform"] != "stereo-seq":
+            raise sheet_error(
+                f"bin_size is for stereo-seq sections only (platform is {record['platform']!r})",
+                sample=record["sample"],
+                field="bin_size",
+            )
         if not Path(record["path"]).exists():
             raise sheet_error(
                 f"input not found: {record['path']} (relative paths start at {Path.cwd()})",
@@ -100,8 +114,9 @@ wildcard_constraints:
 
 
 def final_outputs():
-    return expand(
-        f"{RESULTS}/{{sample}}/{{file}}", sample=samples.index, file=FINAL_FILES
+    return (
+        expand(f"{RESULTS}/{{sample}}/{{file}}", sample=samples.index, file=FINAL_FILES)
+        + cci_outputs()
     )
 
 
@@ -113,6 +128,42 @@ def sample_platform(wildcards):
     return samples.loc[wildcards.sample, "platform"]
 
 
+def is_stereoseq(wildcards):
+    return sample_platform(wildcards) == "stereo-seq"
+
+
+def sample_bin_size(wildcards):
+    """Stereo-seq bin edge in DNBs: the sheet's bin_size, else config stereo_seq.bin_size."""
+    bin_size = samples.loc[wildcards.sample].get("bin_size")
+    if pd.notna(bin_size):
+        return int(bin_size)
+    return config["stereo_seq"]["bin_size"]
+
+
+def qc_input(wildcards):
+    """Stereo-seq sections enter QC as bins (rule bin), all others as read by rule load."""
+    name = "binned.h5ad" if is_stereoseq(wildcards) else "raw.h5ad"
+    return f"{RESULTS}/{wildcards.sample}/{name}"
+
+
+def qc_params(wildcards):
+    """The config's qc section; Stereo-seq bins use stereo_seq.detected_quantile instead."""
+    params = dict(config["qc"])
+    if is_stereoseq(wildcards):
+        params["detected_quantile"] = config["stereo_seq"]["detected_quantile"]
+    return params
+
+
+def bin_mem_mb(wildcards, input, attempt):
+    """Binning holds the bins x genes matrix plus one block of records: a few x the input."""
+    return (2000 + 4 * int(input.size_mb)) * attempt
+
+
+def bin_runtime(wildcards, input, attempt):
+    """Minutes; about 2 min per 100 MB of gzipped GEM on one core, doubled for slack."""
+    return (10 + int(input.size_mb) // 25) * attempt
+
+
 def spaseg_params(wildcards):
     """The config's spaseg section, with the sample sheet's n_domains taking precedence."""
     params = dict(config["spaseg"])
@@ -120,3 +171,237 @@ def spaseg_params(wildcards):
     if pd.notna(n_domains):
         params["n_domains"] = int(n_domains)
     return params
+
+
+# --- run summary (rule run_summary, onsuccess/onerror in summary.smk) ---
+
+import os
+
+from snakemake.io import is_flagged
+from snakemake.logging import logger
+
+RUN_SUMMARY = f"{RESULTS}/run_summary.tsv"
+
+
+def section_outputs(sample):
+    """Final files of one section (out of final_outputs())."""
+    return [f for f in final_outputs() if f.startswith(f"{RESULTS}/{sample}/")]
+
+
+def finished_outputs(wildcards):
+    """Final files of the sections, and of the groups, that have them all, as found when the
+    DAG is built."""
+    units = [section_outputs(sample) for sample in samples.index]
+    prefixes = [f"{RESULTS}/groups/{group}/" for group in groups]
+    units += [[f for f in group_outputs() if f.startswith(p)] for p in prefixes]
+    return [f for files in units if all(Path(f).exists() for f in files) for f in files]
+
+
+def failed_step(sample):
+    """(rule, log) of the step at which a section stopped, or None if none ran.
+
+    Of this section's steps that ran (their log exists) without leaving their output, the
+    last one. Temporary outputs prove nothing (deleted once used): a step with only those
+    is a candidate whenever it ran.
+    """
+    stopped = []
+    for step in workflow.rules:
+        if "sample" not in step.wildcard_names or not step.log:
+            continue
+        log = Path(step.log[0].apply_wildcards({"sample": sample}))
+        kept = [f for f in step.output if not is_flagged(f, "temp")]
+        outputs = [f.apply_wildcards({"sample": sample}) for f in kept]
+        if log.exists() and not (outputs and all(Path(f).exists() for f in outputs)):
+            stopped.append((log.stat().st_mtime, step.name, str(log)))
+    return max(stopped)[1:] if stopped else None
+
+
+def section_status(sample):
+    prefix = f"{RESULTS}/{sample}/"
+    missing = [
+        f[len(prefix) :] for f in section_outputs(sample) if not Path(f).exists()
+    ]
+    step, log = failed_step(sample) or ("", "")
+    status = "done" if not missing else "failed" if step else "not run"
+    return {
+        "sample": sample,
+        "status": status,
+        "failed_step": step if missing else "",
+        "log": log if missing else "",
+        "missing": ",".join(missing),
+    }
+
+
+def write_run_summary(path):
+    """Write the summary table to `path` (atomically); return its rows."""
+    table = pd.DataFrame([section_status(sample) for sample in samples.index])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(path).with_name(f".{Path(path).name}.partial")
+    table.to_csv(partial, sep="\t", index=False)
+    os.replace(partial, path)
+    return table
+
+
+def log_run_summary():
+    table = write_run_summary(RUN_SUMMARY)
+    unfinished = table[table["status"] != "done"]
+    if unfinished.empty:
+        logger.info(f"All {len(table)} sections done; summary in {RUN_SUMMARY}.")
+        return
+    lines = [
+        f"  {row.sample}: {row.status}"
+        + (f" at {row.failed_step} (log: {row.log})" if row.failed_step else "")
+        for row in unfinished.itertuples()
+    ]
+    logger.warning(
+        f"{len(unfinished)} of {len(table)} sections not done (listed in {RUN_SUMMARY}):\n"
+        + "\n".join(lines)
+        + "\nReport of the finished ones: snakemake --report report.html run_summary"
+    )
+
+
+# --- groups: sections analysed jointly (rules in group.smk) ---
+
+
+def load_groups(samples):
+    """Group -> its sections in stacking order (by z when given, else sheet order).
+
+    Checked before any job runs: z given for all sections of a group or for none, no two
+    sections of a group at the same z, one n_domains per group.
+    """
+    if "group" not in samples:
+        return {}
+    groups = {}
+    for name, rows in samples[samples["group"].notna()].groupby("group", sort=False):
+        if "z" in rows and rows["z"].notna().any():
+            missing = rows.index[rows["z"].isna()]
+            if len(missing):
+                msg = f"group {name!r} has z for some sections but not for this one"
+                raise sheet_error(msg, sample=missing[0], field="z")
+            repeated = rows[rows["z"].duplicated(keep=False)]
+            if len(repeated):
+                raise sheet_error(
+                    f"group {name!r}: sections {', '.join(repeated.index)} share "
+                    f"z = {repeated['z'].iloc[0]:g}; each needs its own place in the stack",
+                    sample=repeated.index[1],
+                    field="z",
+                )
+            rows = rows.sort_values("z", kind="stable")
+        if "n_domains" in rows and rows["n_domains"].nunique() > 1:
+            raise sheet_error(
+                f"group {name!r} mixes n_domains {sorted(rows['n_domains'].dropna())}; "
+                "its sections share one set of domains",
+                sample=rows.index[0],
+                field="n_domains",
+            )
+        groups[name] = rows
+    return groups
+
+
+groups = load_groups(samples)
+
+
+wildcard_constraints:
+    group="[^/]+",
+
+
+def group_outputs():
+    files = ["domains.h5ad", "transforms.tsv", "domains.png", "aligned_3d.png"]
+    return expand(f"{RESULTS}/groups/{{group}}/{{file}}", group=groups, file=files)
+
+
+def group_rows(wildcards):
+    if wildcards.group not in groups:
+        known = ", ".join(map(repr, groups)) or "none"
+        raise WorkflowError(
+            f"unknown group {wildcards.group!r}: groups in {SAMPLE_SHEET!r} are {known} "
+            "(sample-sheet column 'group')"
+        )
+    return groups[wildcards.group]
+
+
+def group_qc_files(wildcards):
+    """QC'd sections of a group, in stacking order."""
+    return [f"{RESULTS}/{s}/qc.h5ad" for s in group_rows(wildcards).index]
+
+
+def group_samples(wildcards):
+    return list(group_rows(wildcards).index)
+
+
+def group_z(wildcards):
+    """Sample -> z, or None (the stacking order then gives 0, 1, 2, ...)."""
+    rows = group_rows(wildcards)
+    if "z" not in rows or rows["z"].isna().all():
+        return None
+    return {sample: float(z) for sample, z in rows["z"].items()}
+
+
+def group_spaseg_params(wildcards):
+    """The config's spaseg section, with the group's n_domains from the sheet if given."""
+    params = dict(config["spaseg"])
+    rows = group_rows(wildcards)
+    if "n_domains" in rows and rows["n_domains"].notna().any():
+        params["n_domains"] = int(rows["n_domains"].dropna().iloc[0])
+    return params
+
+
+# --- cell2location and cell-cell interaction (rules in cci.smk) ---
+
+C2L = config["cell2location"]
+CCI_FILES = [
+    "cci/spot_scores.h5ad",
+    "cci/pairs.tsv",
+    "cci/domain_pairs.tsv",
+    "cci/ligrec.tsv",
+    "cci/top_pairs.png",
+    "cci/domains.png",
+]
+
+
+def c2l_reference_name():
+    """Folder name of the configured reference (its file name without .h5ad); None if unset."""
+    path = C2L["reference"]
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise WorkflowError(
+            f"config key 'cell2location.reference': file not found: {path} "
+            f"(relative paths start at {Path.cwd()})"
+        )
+    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).name.removesuffix(".h5ad"))
+
+
+C2L_REFERENCE = c2l_reference_name()  # checked here, before any job runs
+
+
+def cci_enabled():
+    """cci.run: auto (only with a cell2location reference), true or false."""
+    run = config["cci"]["run"]
+    return bool(C2L["reference"]) if run == "auto" else run
+
+
+def cci_outputs():
+    """Per-section cell2location and cci files, when those stages are on."""
+    files = ["cell2location.h5ad", "cell2location.png"] if C2L["reference"] else []
+    files += CCI_FILES if cci_enabled() else []
+    return expand(f"{RESULTS}/{{sample}}/{{file}}", sample=samples.index, file=files)
+
+
+def c2l_signatures(wildcards):
+    if C2L_REFERENCE is None:
+        raise WorkflowError(
+            "cell2location outputs need config key 'cell2location.reference' (a single-cell h5ad)"
+        )
+    return f"{RESULTS}/cell2location/{C2L_REFERENCE}/signatures.h5ad"
+
+
+def cci_input(wildcards):
+    """Domains; the cell2location fractions when a reference is set (else H = 1); the L-R
+    resource when it is a file."""
+    files = {"domains": f"{RESULTS}/{wildcards.sample}/domains.h5ad"}
+    if C2L["reference"]:
+        files["cell2location"] = f"{RESULTS}/{wildcards.sample}/cell2location.h5ad"
+    if Path(config["cci"]["resource"]).suffix.lower() in (".csv", ".tsv", ".txt"):
+        files["resource"] = config["cci"]["resource"]
+    return files

@@ -8,6 +8,9 @@ rule load:
         f"{RESULTS}/logs/load/{{sample}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/load/{{sample}}.tsv"
+    # Cluster runs: a section's CPU steps before training share one job (profiles/slurm).
+    group:
+        "preprocess"
     conda:
         "../../envs/load.yaml"
     threads: 1

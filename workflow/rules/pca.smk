@@ -7,6 +7,8 @@ rule normalize_pca:
         f"{RESULTS}/logs/normalize_pca/{{sample}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/normalize_pca/{{sample}}.tsv"
+    group:
+        "preprocess"
     conda:
         "../../envs/normalize_pca.yaml"
     threads: 2

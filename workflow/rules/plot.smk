@@ -12,6 +12,8 @@ rule plot_qc:
         f"{RESULTS}/logs/plot_qc/{{sample}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/plot_qc/{{sample}}.tsv"
+    group:
+        "preprocess"
     conda:
         "../../envs/plot.yaml"
     threads: 1
@@ -36,6 +38,9 @@ rule plot_domains:
         f"{RESULTS}/logs/plot_domains/{{sample}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/plot_domains/{{sample}}.tsv"
+    # Cluster runs: a section's CPU steps after training share one job (profiles/slurm).
+    group:
+        "postprocess_{sample}"
     conda:
         "../../envs/plot.yaml"
     threads: 1

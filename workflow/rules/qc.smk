@@ -1,12 +1,15 @@
 rule qc:
     input:
-        f"{RESULTS}/{{sample}}/raw.h5ad",
+        # raw.h5ad (rule load), or binned.h5ad (rule bin) for Stereo-seq sections.
+        qc_input,
     output:
         f"{RESULTS}/{{sample}}/qc.h5ad",
     log:
         f"{RESULTS}/logs/qc/{{sample}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/qc/{{sample}}.tsv"
+    group:
+        "preprocess"
     conda:
         "../../envs/qc.yaml"
     threads: 1
@@ -14,6 +17,6 @@ rule qc:
         mem_mb=4000,
         runtime=30,
     params:
-        qc=config["qc"],
+        qc=qc_params,
     script:
         "../../scripts/qc.py"

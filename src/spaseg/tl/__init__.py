@@ -1,6 +1,25 @@
 """Tools: SpaSEG domains and downstream analyses."""
 
+from ._align import align
 from ._consensus import consensus_labels
+from ._deconv import cell2location_map, cell2location_signatures
+from ._lr import cell_type_entropy, ligrec_domains, load_resource, lr_scores, top_pairs
+from ._moran import morans_i, spatial_knn_graph
 from ._spaseg import spaseg
+from ._svg import svg
 
-__all__ = ["consensus_labels", "spaseg"]
+__all__ = [
+    "align",
+    "cell2location_map",
+    "cell2location_signatures",
+    "cell_type_entropy",
+    "consensus_labels",
+    "ligrec_domains",
+    "load_resource",
+    "lr_scores",
+    "morans_i",
+    "spaseg",
+    "spatial_knn_graph",
+    "svg",
+    "top_pairs",
+]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,78 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _SectionBatch:
+    """Section images padded to one size, and where every spot lands in the batch."""
+
+    image: np.ndarray  # (S, C, H, W) float32, background 0
+    mask: np.ndarray  # (S, 1, H, W) float32, 1 on tissue
+    pixels: np.ndarray  # flat indices of occupied pixels in S * H * W
+    edges: np.ndarray  # (n_edges, 2) neighbouring positions in ``pixels``
+    spot_pixel: np.ndarray  # for each spot (in adata order), its position in ``pixels``
+    samples: list[str]  # section names, in batch order
+    layouts: list[SpotImage]
+
+    @property
+    def n_pixels(self) -> int:
+        return len(self.pixels)
+
+
+def _sections(adata: AnnData, sample_key: str | None) -> tuple[list[str], list[np.ndarray]]:
+    """Section names and their spot indices (one section when ``sample_key`` is None)."""
+    if sample_key is None:
+        return [""], [np.arange(adata.n_obs)]
+    column = adata.obs[sample_key]
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = [c for c in column.cat.categories if (column == c).any()]
+    else:
+        names = list(pd.unique(column))
+    return [str(n) for n in names], [np.flatnonzero(column == n) for n in names]
+
+
+def _section_batch(
+    adata: AnnData, rep: np.ndarray, grid: Grid, sample_key: str | None
+) -> _SectionBatch:
+    """Standardise each section's PCs, lay each out as an image, pad them to one size."""
+    samples, members = _sections(adata, sample_key)
+    layouts, images = [], []
+    for spots in members:
+        section = adata if sample_key is None else adata[spots]
+        layout = spot_image(section, grid=grid)
+        layouts.append(layout)
+        images.append(layout.to_image(_standardise(rep[spots])))
+    height = max(lay.shape[0] for lay in layouts)
+    width = max(lay.shape[1] for lay in layouts)
+    image = np.zeros((len(layouts), rep.shape[1], height, width), dtype=np.float32)
+    mask = np.zeros((len(layouts), 1, height, width), dtype=np.float32)
+    pixels, edges = [], []
+    spot_pixel = np.empty(adata.n_obs, dtype=np.int64)
+    offset = 0
+    for s, (layout, img, spots) in enumerate(zip(layouts, images, members, strict=True)):
+        h, w = layout.shape
+        image[s, :, :h, :w] = img
+        mask[s, 0, :h, :w] = layout.mask()
+        row, col = np.divmod(layout.pixel_index, w)
+        pixels.append((s * height + row) * width + col)
+        edges.append(layout.edges + offset)
+        spot_pixel[spots] = layout.spot_pixel + offset
+        offset += layout.n_pixels
+    return _SectionBatch(
+        image=image,
+        mask=mask,
+        pixels=np.concatenate(pixels),
+        edges=np.concatenate(edges),
+        spot_pixel=spot_pixel,
+        samples=samples,
+        layouts=layouts,
+    )
+
+
+def _tissue(batch: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """``(S, C, H, W)`` -> ``(n_pixels, C)``: the channels at the occupied pixels."""
+    return batch.transpose(0, 1).flatten(1)[:, pixels].T
+
+
 def _train_run(
     image: torch.Tensor,
     mask: torch.Tensor,
@@ -78,15 +151,21 @@ def _train_run(
     log_every: int,
     run_name: str,
 ) -> tuple[np.ndarray, int, int]:
-    """Train one network; return the tissue logits, the iterations used and the label count."""
+    """Train one network; return the tissue logits, the iterations used and the label count.
+
+    ``image`` is a batch of section images ``(S, C, H, W)`` padded to one size, ``mask`` marks
+    their tissue ``(S, 1, H, W)``, ``pixels`` holds the flat indices of the occupied pixels in
+    the ``S * H * W`` positions and ``edges`` pairs positions in ``pixels``. One network sees
+    all sections, and its normalisation pools their tissue pixels.
+    """
     torch.manual_seed(seed)
     n_in = image.shape[1]
     model = SpaSEGNet(n_in, hidden, max(n_in, n_domains)).to(image.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    target_in = image.flatten(2)[0][:, pixels].T  # (n_pixels, n_in)
+    target_in = _tissue(image, pixels)  # (n_pixels, n_in)
     n_labels = -1
     for it in range(max_iter):
-        logits = model(image, mask).flatten(2)[0][:, pixels].T  # (n_pixels, K)
+        logits = _tissue(model(image, mask), pixels)  # (n_pixels, K)
         if it < warmup_iter:
             loss = F.mse_loss(logits[:, :n_in], target_in)
         else:
@@ -100,9 +179,10 @@ def _train_run(
         loss.backward()
         opt.step()
         if log_every and (it + 1) % log_every == 0:
-            log.info("%s iter %d loss %.4f labels %s", run_name, it + 1, loss.item(), n_labels)
+            phase = "warm-up" if it < warmup_iter else f"{n_labels} labels"
+            log.info("%s iter %d loss %.4f (%s)", run_name, it + 1, loss.item(), phase)
     with torch.no_grad():
-        logits = model(image, mask).flatten(2)[0][:, pixels].T
+        logits = _tissue(model(image, mask), pixels)
     n_labels = int(torch.unique(logits.argmax(dim=1)).numel())
     return logits.cpu().numpy().astype(np.float64), it + 1, n_labels
 
@@ -170,17 +250,19 @@ def spaseg(
     use_rep: str = "X_pca",
     n_pcs: int | None = None,
     key_added: str = "domain",
+    sample_key: str | None = None,
     log_every: int = 100,
     sample: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Find spatial domains with SpaSEG.
+    """Find spatial domains with SpaSEG, in one section or jointly in several.
 
     Parameters
     ----------
     adata
         A section with principal components in ``obsm[use_rep]`` and coordinates
-        (``obs["array_row"]``/``obs["array_col"]`` or ``obsm["spatial"]``).
+        (``obs["array_row"]``/``obs["array_col"]`` or ``obsm["spatial"]``); with
+        ``sample_key``, several sections (e.g. from :func:`spaseg.pp.joint_normalize_pca`).
     n_domains
         Number of domains in the result.
     seed
@@ -212,6 +294,11 @@ def spaseg(
         Representation to segment, and how many of its leading columns to use.
     key_added
         ``obs`` column for the labels.
+    sample_key
+        ``obs`` column naming each spot's section. The sections are segmented jointly, as
+        in the reference's multi-slice mode: each section's PCs are standardised on their
+        own, the section images are padded to one size and one network is trained on the
+        batch, so all sections share one set of labels. ``None``: ``adata`` is one section.
     log_every
         Log loss and label count every this many iterations (0: quiet).
     sample
@@ -223,25 +310,32 @@ def spaseg(
     -------
     Sets ``obs[key_added]`` (categorical, ``n_domains`` categories), ``obsm["spaseg_embedding"]``
     (logits of the run closest to the consensus), ``obsm["spaseg_runs"]`` (labels of each run)
-    and ``uns["spaseg"]`` (parameters, seed, iterations, device, timing).
+    and ``uns["spaseg"]`` (parameters, seed, iterations, device, timing; with ``sample_key``
+    also ``samples`` and ``section_shapes``, and ``image_shape`` is the padded size).
     """
     _check_inputs(adata, use_rep, n_domains, sample)
+    if sample_key is not None and sample_key not in adata.obs:
+        raise InputError(
+            f"obs[{sample_key!r}] is missing; it must name each spot's section.",
+            sample=sample,
+            field=f"obs['{sample_key}']",
+        )
     adata = adata.copy() if copy else adata
     start = time.perf_counter()
     dev = resolve_device(device)
 
     rep = np.asarray(adata.obsm[use_rep], dtype=np.float64)[:, :n_pcs]
-    layout: SpotImage = spot_image(adata, grid=grid)
-    if n_domains > layout.n_pixels:
+    batch = _section_batch(adata, rep, grid, sample_key)
+    if n_domains > batch.n_pixels:
         raise InputError(
-            f"n_domains={n_domains} is larger than the number of image pixels ({layout.n_pixels}).",
+            f"n_domains={n_domains} is larger than the number of image pixels ({batch.n_pixels}).",
             sample=sample,
             field="n_domains",
         )
-    image = torch.from_numpy(layout.to_image(_standardise(rep)))[None].to(dev)
-    mask = torch.from_numpy(layout.mask().astype(np.float32))[None, None].to(dev)
-    pixels = torch.from_numpy(layout.pixel_index).to(dev)
-    edges = torch.from_numpy(layout.edges).to(dev)
+    image = torch.from_numpy(batch.image).to(dev)
+    mask = torch.from_numpy(batch.mask).to(dev)
+    pixels = torch.from_numpy(batch.pixels).to(dev)
+    edges = torch.from_numpy(batch.edges).to(dev)
 
     settings = dict(
         n_domains=n_domains,
@@ -283,7 +377,7 @@ def spaseg(
             "found %d domains instead of %d: the runs do not separate more.", n_found, n_domains
         )
 
-    spot = layout.spot_pixel
+    spot = batch.spot_pixel
     adata.obs[key_added] = pd.Categorical(
         labels[spot].astype(str), categories=[str(k) for k in range(n_found)]
     )
@@ -293,17 +387,21 @@ def spaseg(
         "params": {
             **{k: v for k, v in settings.items() if k != "log_every"},
             "n_runs": n_runs,
-            "grid": layout.grid,
+            "grid": "+".join(dict.fromkeys(lay.grid for lay in batch.layouts)),
             "use_rep": use_rep,
             "n_pcs": rep.shape[1],
+            "sample_key": sample_key or "",
         },
         "seed": seed,
         "run_seeds": run_seeds.astype(np.int64),
         "device": str(dev),
         "iterations": np.asarray(iterations),
         "labels_at_stop": np.asarray(stop_counts),
-        "image_shape": np.asarray(layout.shape),
-        "n_pixels": layout.n_pixels,
+        "image_shape": np.asarray(batch.image.shape[2:]),
+        "n_pixels": batch.n_pixels,
         "time_s": time.perf_counter() - start,
     }
+    if sample_key is not None:
+        adata.uns["spaseg"]["samples"] = np.asarray(batch.samples)
+        adata.uns["spaseg"]["section_shapes"] = np.asarray([lay.shape for lay in batch.layouts])
     return adata if copy else None

@@ -1,0 +1,324 @@
+"""Cell-cell interaction: accuracy on simulated mixtures, real data, and speed at scale.
+
+    python benchmarks/cci.py [--parts accuracy cerebellum dlpfc speed] [--quick]
+                             [--out benchmarks/out/cci]
+
+accuracy
+    :func:`spaseg.datasets._sim_cci.simulate_cci`: a single-cell reference of 6 cell types and a
+    hex section of 3 bands whose spots are known mixtures of them, with L-R pairs planted across
+    band boundaries (ligand strip on one side, receptor strip on the other) and control pairs
+    of the same expression that are not neighbours (``separated``: strips far apart;
+    ``scattered``: random spots). cell2location (reference model, then mapping) against the
+    true fractions: Pearson correlation over all spot x type entries (gate >= 0.8) and per type.
+    Then ``lr_scores`` with the cell2location entropy: AUROC of planted vs control pairs ranked
+    by the section-wide z-score (gate >= 0.9), also by mean score and with ``H = 1``; whether
+    each planted pair's strongest domain pair (``lr_domain_pairs``) is its sender -> receiver;
+    squidpy ``ligrec`` on the same resource.
+cerebellum
+    ../shared/data/cerebellum: cell2location signatures from the single-nucleus reference
+    (19 types), mapped onto the 100-bead Slide-seq puck; beads grouped into 3 cell-type niches
+    (k-means of the fractions) as domains; L-R scores with liana's mouse consensus table,
+    neighbours within a radius; top pairs per niche.
+dlpfc
+    151673 with ``obs["layer_guess"]`` as domains (no single-cell reference: ``H = 1``),
+    liana's human consensus table, 2 rings; top pairs per layer and ligrec between layers.
+speed
+    Synthetic square lattice (2 000 genes, ~10 % non-zero, 8 band domains) and random pairs
+    from the genes: ``lr_scores`` with 100 background draws at 50 k spots x 1 000 pairs (target
+    <= 2 min, <= 4 GB on 2 cores), and its growth with spots and with pairs. Time and peak
+    resident memory of the whole process (data included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import torch
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure  # noqa: E402
+
+from spaseg.datasets._sim_cci import simulate_cci  # noqa: E402
+from spaseg.pl._cci import cell_types, domain_heatmap, lr_spatial  # noqa: E402
+from spaseg.tl import (  # noqa: E402
+    cell2location_map,
+    cell2location_signatures,
+    ligrec_domains,
+    lr_scores,
+    top_pairs,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+log = logging.getLogger("benchmark")
+
+
+def normalise(adata: ad.AnnData) -> ad.AnnData:
+    """Counts to ``layers["counts"]``, log-normalised expression (median total) to ``X``."""
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    return adata
+
+
+def table(rows: list[dict]) -> str:
+    frame = pd.DataFrame(rows)
+    return frame.to_markdown(index=False, floatfmt=".3g") if len(frame) else "(none)"
+
+
+def print_top(pairs: pd.DataFrame, n: int = 5, alpha: float = 0.05) -> None:
+    best = top_pairs(pairs, n=n, alpha=alpha)
+    for domain, rows in best.groupby("domain", sort=False):
+        listed = ", ".join(
+            f"{p} (z {z:.1f})" for p, z in zip(rows["pair"], rows["zscore"], strict=True)
+        )
+        print(f"  {domain}: {listed}")
+    missing = sorted(set(pairs["domain"]) - set(best["domain"]))
+    if missing:
+        print(f"  no pair with padj < {alpha} in: {', '.join(missing)}")
+
+
+# --- accuracy --------------------------------------------------------------------------------
+
+
+def accuracy(out: Path, quick: bool) -> bool:
+    sim = simulate_cci(n_genes=200, n_rows=24, n_planted=8, n_controls=16, seed=0)
+    ref_epochs, map_epochs = (100, 800) if quick else (250, 3000)
+    with measure() as fit:
+        signatures = cell2location_signatures(
+            sim.reference, "cell_type", max_epochs=ref_epochs, num_samples=200, device="cpu"
+        )
+        spots = sim.spatial.copy()
+        cell2location_map(
+            spots, signatures, n_cells_per_location=8, max_epochs=map_epochs, num_samples=200,
+            device="cpu",
+        )  # fmt: skip
+    est = spots.obsm["cell_type_fractions"]
+    true = sim.spatial.obsm["true_fractions"][est.columns]
+    r_all = float(np.corrcoef(est.to_numpy().ravel(), true.to_numpy().ravel())[0, 1])
+    r_types = {c: float(np.corrcoef(est[c], true[c])[0, 1]) for c in est.columns}
+    true_h = (-(true * np.log2(true.where(true > 0, 1))).sum(axis=1)).to_numpy()
+    r_entropy = float(np.corrcoef(spots.obs["cell_type_entropy"], true_h)[0, 1])
+    print(f"\n## accuracy: cell2location ({ref_epochs} + {map_epochs} epochs, {fit.seconds:.0f} s)")
+    print(f"{sim.spatial.n_obs} spots, {sim.reference.n_obs} reference cells, 6 cell types")
+    print(f"Pearson r, estimated vs true fractions (all entries): {r_all:.3f}  (gate >= 0.8)")
+    print("per type: " + ", ".join(f"{c} {r:.2f}" for c, r in r_types.items()))
+    print(f"entropy vs true entropy: r = {r_entropy:.3f}")
+    cell_types(spots).savefig(out / "sim_cell_types.png", dpi=100)
+
+    adata = normalise(sim.spatial.copy())
+    adata.obsm["cell_type_fractions"] = est
+    kind = sim.pairs.assign(pair=sim.pairs["ligand"] + "^" + sim.pairs["receptor"])
+    kind = kind.set_index("pair")
+    rows = []
+    results = {}
+    for label, key in (("cell2location H", "cell_type_fractions"), ("H = 1", None)):
+        with measure() as m:
+            lr = lr_scores(adata, sim.pairs, fractions_key=key, min_spots=3, n_background=1000)
+        results[label] = lr
+        planted = (kind.loc[lr.var_names, "kind"] == "planted").to_numpy()
+        edges = lr.uns["lr_domain_pairs"]
+        best = edges.loc[edges.groupby("pair")["score"].idxmax()].set_index("pair")
+        hits = [
+            (best.at[p, "sender"], best.at[p, "receiver"])
+            == (kind.at[p, "sender"], kind.at[p, "receiver"])
+            for p in lr.var_names[planted]
+        ]
+        rows.append(
+            {
+                "weights": label,
+                "AUROC (z)": roc_auc_score(planted, lr.var["zscore"]),
+                "AUROC (mean score)": roc_auc_score(planted, lr.var["mean_score"]),
+                "planted padj<0.05": int((lr.var["padj"][planted] < 0.05).sum()),
+                "controls padj<0.05": int((lr.var["padj"][~planted] < 0.05).sum()),
+                "planted: best domain pair right": f"{sum(hits)}/{len(hits)}",
+                "seconds": m.seconds,
+            }
+        )
+    print(f"\n## accuracy: L-R scores ({planted.sum()} planted, {(~planted).sum()} control pairs)")
+    print(table(rows))
+    lr = results["cell2location H"]
+    auroc = rows[0]["AUROC (z)"]
+    print("\ntop pairs per domain (cell2location H):")
+    print_top(lr.uns["lr_pairs"])
+    with measure() as m:
+        ligrec = ligrec_domains(adata, sim.pairs, n_perms=1000)
+    sig = ligrec[ligrec["padj"] < 0.05].merge(
+        kind.reset_index(), on=["pair"], suffixes=("", "_true")
+    )
+    right = sig[(sig["sender"] == sig["sender_true"]) & (sig["receiver"] == sig["receiver_true"])]
+    print(
+        f"\nsquidpy ligrec ({m.seconds:.0f} s): {sig['pair'].nunique()} pairs significant for some "
+        f"domain pair; planted pairs significant at their sender -> receiver: "
+        f"{right.loc[right['kind'] == 'planted', 'pair'].nunique()}/{int(planted.sum())}; "
+        f"controls significant anywhere: {sig.loc[sig['kind'] != 'planted', 'pair'].nunique()}"
+    )
+    lr_spatial(lr, n_top=2).savefig(out / "sim_top_pairs.png", dpi=100)
+    domain_heatmap(lr.uns["lr_domain_pairs"], ligrec).savefig(out / "sim_domains.png", dpi=100)
+    ok = r_all >= 0.8 and auroc >= 0.9
+    print(f"\naccuracy gates: fractions r {r_all:.3f} >= 0.8, AUROC {auroc:.3f} >= 0.9: "
+          f"{'PASS' if ok else 'FAIL'}")  # fmt: skip
+    return ok
+
+
+# --- real data -------------------------------------------------------------------------------
+
+
+def cerebellum(out: Path, quick: bool) -> None:
+    folder = SHARED / "cerebellum"
+    if not folder.is_dir():
+        print("\n## cerebellum: ../shared/data/cerebellum not found, skipped")
+        return
+    reference = ad.read_h5ad(folder / "reference_scrna.h5ad")
+    puck = ad.read_h5ad(folder / "slideseq_puck.h5ad")
+    ref_epochs, map_epochs = (100, 1000) if quick else (250, 3000)
+    with measure() as fit:
+        signatures = cell2location_signatures(
+            reference, "cell_type", max_epochs=ref_epochs, num_samples=200, device="cpu"
+        )
+        cell2location_map(
+            puck, signatures, n_cells_per_location=2, max_epochs=map_epochs, num_samples=200,
+            device="cpu",
+        )  # fmt: skip
+    fractions = puck.obsm["cell_type_fractions"]
+    niches = KMeans(3, n_init=10, random_state=0).fit_predict(fractions.to_numpy())
+    puck.obs["domain"] = pd.Categorical([f"niche{k}" for k in niches])
+    print(f"\n## cerebellum (Slide-seq, {puck.n_obs} beads; cell2location {fit.seconds:.0f} s)")
+    dominant = fractions.idxmax(axis=1)
+    for niche, types in dominant.groupby(puck.obs["domain"].to_numpy()):
+        counts = types.value_counts().head(3)
+        print(
+            f"  {niche}: {len(types)} beads, mostly "
+            + ", ".join(f"{t} ({n})" for t, n in counts.items())
+        )
+    adata = normalise(puck)
+    with measure() as m:
+        lr = lr_scores(
+            adata, "consensus", organism="mouse", fractions_key="cell_type_fractions",
+            radius=300.0, min_spots=5, n_background=1000,
+        )  # fmt: skip
+    print(
+        f"L-R: {lr.n_vars} mouse consensus pairs expressed, {lr.uns['lr']['mean_neighbours']:.1f} "
+        f"neighbours per bead within 300 units, {m.seconds:.1f} s. Top pairs per niche:"
+    )
+    print_top(lr.uns["lr_pairs"])
+    cell_types(puck).savefig(out / "cerebellum_cell_types.png", dpi=90)
+
+
+def dlpfc(out: Path, quick: bool) -> None:
+    path = SHARED / "dlpfc" / "151673.h5ad"
+    if not path.is_file():
+        print("\n## dlpfc: ../shared/data/dlpfc/151673.h5ad not found, skipped")
+        return
+    adata = ad.read_h5ad(path)
+    adata = adata[adata.obs["layer_guess"].astype(str) != "NA"].copy()
+    adata.obs["domain"] = adata.obs["layer_guess"].astype(str)
+    normalise(adata)
+    with measure() as m:
+        lr = lr_scores(adata, "consensus", n_background=1000)
+    print(
+        f"\n## dlpfc 151673 ({adata.n_obs} spots, layer_guess as domains, H = 1): {lr.n_vars} "
+        f"consensus pairs expressed, {lr.uns['lr']['n_background_cells']} background cells, "
+        f"{m.seconds:.1f} s, peak {m.peak_mb:.0f} MB. Top pairs per layer:"
+    )
+    print_top(lr.uns["lr_pairs"])
+    with measure() as m:
+        ligrec = ligrec_domains(adata, "consensus", n_perms=200 if quick else 1000)
+    hits = ligrec[ligrec["padj"] < 0.05]
+    print(
+        f"squidpy ligrec ({m.seconds:.0f} s): {hits['pair'].nunique()} pairs significant for at "
+        f"least one of {hits.groupby(['sender', 'receiver']).ngroups} layer pairs"
+    )
+    lr_spatial(lr, n_top=2).savefig(out / "dlpfc_top_pairs.png", dpi=90)
+    domain_heatmap(lr.uns["lr_domain_pairs"], ligrec).savefig(out / "dlpfc_domains.png", dpi=90)
+
+
+# --- speed -----------------------------------------------------------------------------------
+
+
+def lattice_data(n_spots: int, n_genes: int = 2000, seed: int = 0) -> ad.AnnData:
+    side = int(np.ceil(np.sqrt(n_spots)))
+    row, col = np.divmod(np.arange(n_spots), side)
+    rng = np.random.default_rng(seed)
+    x = sparse.random(n_spots, n_genes, density=0.1, format="csr", rng=rng, dtype=np.float32)
+    x.data = np.log1p(rng.poisson(2.0, x.nnz) + 1.0).astype(np.float32)
+    obs = pd.DataFrame(
+        {"array_row": row, "array_col": col, "domain": (row * 8 // side).astype(str)},
+        index=[f"s{i}" for i in range(n_spots)],
+    )
+    adata = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"G{g}" for g in range(n_genes)]))
+    adata.obsm["spatial"] = np.column_stack([col, row]).astype(float)
+    return adata
+
+
+def speed(out: Path, quick: bool) -> None:
+    full = 12_500 if quick else 50_000
+    configs = [(full // 4, 1000), (full // 2, 1000), (full, 250), (full, 500), (full, 1000)]
+    rows = []
+    for n_spots, n_pairs in configs:
+        adata = lattice_data(n_spots)
+        rng = np.random.default_rng(1)
+        genes = adata.var_names.to_numpy()
+        resource = pd.DataFrame(
+            {"ligand": rng.choice(genes, n_pairs), "receptor": rng.choice(genes, n_pairs)}
+        ).drop_duplicates()
+        gc.collect()
+        with measure() as m:
+            lr = lr_scores(adata, resource, n_background=100)
+        rows.append(
+            {
+                "spots": n_spots,
+                "pairs": lr.n_vars,
+                "background cells": lr.uns["lr"]["n_background_cells"],
+                "neighbours": lr.uns["lr"]["mean_neighbours"],
+                "non-zero scores": lr.X.nnz,
+                "seconds": m.seconds,
+                "peak MB": m.peak_mb,
+            }
+        )
+        del adata, lr
+    print(
+        f"\n## speed: lr_scores, 100 background draws, 2 rings, torch threads {torch.get_num_threads()}"
+    )
+    print(table(rows))
+    last = rows[-1]
+    ok = last["seconds"] <= 120 and last["peak MB"] <= 4096
+    print(f"target at {last['spots']} spots x {last['pairs']} pairs: <= 120 s and <= 4096 MB: "
+          f"{'met' if ok else 'NOT met'}")  # fmt: skip
+
+
+PARTS = {"accuracy": accuracy, "cerebellum": cerebellum, "dlpfc": dlpfc, "speed": speed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("--quick", action="store_true", help="fewer epochs, smaller scale")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/cci"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)  # cell2location: pyro's small ops run fastest on one thread
+    started = time.perf_counter()
+    passed = True
+    for part in args.parts:
+        result = PARTS[part](args.out, args.quick)
+        passed &= result is not False
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; figures in {args.out}")
+    sys.exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""cell2location wrapper (spaseg.tl.cell2location_*): a few epochs on a tiny simulation, offline.
+
+Checks the plumbing (keys, shapes, fractions, entropy, gene matching, errors), not accuracy:
+benchmarks/cci.py measures that with full training.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from spaseg import InputError
+from spaseg.datasets._sim_cci import simulate_cci
+
+cell2location = pytest.importorskip("cell2location")  # the optional 'cci' extra
+
+from spaseg.tl import cell2location_map, cell2location_signatures  # noqa: E402
+
+TINY = dict(max_epochs=3, num_samples=5, device="cpu", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access during tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_cci(
+        n_cell_types=3, n_genes=50, n_markers=6, n_cells_per_type=20, n_rows=10, seed=0
+    )
+
+
+@pytest.fixture(scope="module")
+def signatures(sim):
+    return cell2location_signatures(sim.reference, "cell_type", **TINY)
+
+
+def test_signatures_are_genes_by_cell_types(signatures, sim):
+    assert list(signatures.columns) == ["type_0", "type_1", "type_2"]
+    assert set(signatures.index) <= set(sim.reference.var_names)
+    assert np.isfinite(signatures.to_numpy()).all() and (signatures.to_numpy() > 0).all()
+    assert len(signatures.attrs["elbo_train"]) == TINY["max_epochs"]
+
+
+def test_map_writes_abundances_fractions_and_entropy(signatures, sim, tmp_path):
+    adata = sim.spatial.copy()
+    # Ensembl-like var_names: the reference's genes are found through var["gene_symbols"].
+    adata.var["gene_symbols"] = adata.var_names
+    adata.var_names = [f"ENSG{i:05d}" for i in range(adata.n_vars)]
+    cell2location_map(adata, signatures, n_cells_per_location=8, **TINY)
+    abundance = adata.obsm["q05_cell_abundance_w_sf"]
+    assert list(abundance.columns) == list(signatures.columns)
+    assert (abundance.index == adata.obs_names).all() and (abundance.to_numpy() >= 0).all()
+    fractions = adata.obsm["cell_type_fractions"].to_numpy()
+    np.testing.assert_allclose(fractions.sum(axis=1), 1.0, rtol=1e-5)
+    entropy = adata.obs["cell_type_entropy"].to_numpy()
+    assert ((entropy >= 0) & (entropy <= np.log2(3) + 1e-9)).all()
+    assert adata.uns["cell2location"]["n_genes"] == len(signatures)  # no L-R genes there
+    assert set(adata.obs["cell_type"].cat.categories) == set(signatures.columns)
+    adata.write_h5ad(tmp_path / "c2l.h5ad")  # the obsm data frames survive h5ad
+
+
+def test_errors_name_the_problem(signatures, sim):
+    adata = sim.spatial.copy()
+    adata.X = adata.X * 0.5
+    with pytest.raises(InputError, match="raw counts"):
+        cell2location_map(adata, signatures, sample="s1", **TINY)
+    adata = sim.spatial.copy()
+    adata.var_names = [f"X{i}" for i in range(adata.n_vars)]
+    with pytest.raises(InputError, match="genes shared"):
+        cell2location_map(adata, signatures, **TINY)
+    with pytest.raises(InputError, match="field 'celltype'"):
+        cell2location_signatures(sim.reference, "celltype", **TINY)

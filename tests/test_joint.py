@@ -1,0 +1,105 @@
+"""Joint analysis of several sections: joint PCA and one SpaSEG model for all of them."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import hex_section
+from sklearn.metrics import adjusted_rand_score
+
+import spaseg
+from spaseg import InputError
+from spaseg.datasets import simulate_sections
+
+FAST = dict(max_iter=120, warmup_iter=40, n_runs=1, log_every=0)
+
+
+def small_sections(n=2, seed=0, n_rows=14):
+    return simulate_sections(
+        n, n_domains=3, n_rows=n_rows, n_genes=80, n_markers=10, n_noise_genes=5, seed=seed
+    )
+
+
+def joint_of_bands(n_sections=2):
+    """Copies of one hex_section(), concatenated, with an obs["sample"] column."""
+    parts = {f"s{k}": hex_section(seed=0) for k in range(n_sections)}  # one tissue
+    return ad.concat(parts, label="sample", index_unique="-")
+
+
+def test_joint_pca_shared_genes_and_contract():
+    a, b = small_sections(2)
+    b = b[:, 10:].copy()  # the second section lacks the first ten genes
+    joint = spaseg.pp.joint_normalize_pca({"a": a, "b": b}, n_comps=5)
+    assert joint.n_vars == a.n_vars - 10 and joint.n_obs == a.n_obs + b.n_obs
+    assert list(joint.obs["sample"].cat.categories) == ["a", "b"]
+    assert joint.obsm["X_pca"].shape == (joint.n_obs, 5) and "counts" in joint.layers
+    assert "spatial" in joint.obsm and "domain_truth" in joint.obs
+    info = joint.uns["joint_pca"]
+    assert info["n_shared_genes"] == a.n_vars - 10 and info["use_rep"] == "X_pca"
+    assert joint.obs_names[0] == f"{a.obs_names[0]}-a"
+
+
+def test_joint_pca_keeps_columns_of_some_sections_and_harmony():
+    a, b = small_sections(2)
+    a.obs["annotation"] = "x"
+    joint = spaseg.pp.joint_normalize_pca([a, b], n_comps=4, harmony=True)
+    assert list(joint.obs["sample"].cat.categories) == ["section0", "section1"]
+    assert joint.obs["annotation"].isna().sum() == b.n_obs
+    assert joint.obsm["X_pca_harmony"].shape == joint.obsm["X_pca"].shape
+    assert joint.uns["joint_pca"]["use_rep"] == "X_pca_harmony"
+
+
+def test_too_few_shared_genes():
+    a, b = small_sections(2)
+    b.var_names = [f"other{i}" for i in range(b.n_vars - 30)] + list(a.var_names[:30])
+    with pytest.raises(InputError, match=r"group 'g1'.*share only 30 genes.*at least 50"):
+        spaseg.pp.joint_normalize_pca({"a": a, "b": b}, group="g1")
+
+
+def test_joint_labels_consistent_across_sections():
+    """Sections of one tissue get the same label for the same domain."""
+    sections = dict(zip("abc", small_sections(3, seed=4, n_rows=20), strict=True))
+    joint = spaseg.pp.joint_normalize_pca(sections, n_comps=8)
+    fit = {**FAST, "n_runs": 2, "max_iter": 150}
+    spaseg.tl.spaseg(joint, n_domains=3, seed=0, sample_key="sample", **fit)
+    truth, labels = joint.obs["domain_truth"], joint.obs["domain"]
+    assert adjusted_rand_score(truth, labels) > 0.7  # one ARI over all sections together
+    # the label that dominates a true domain is the same in every section
+    for domain in truth.cat.categories:
+        majority = {
+            s: labels[(truth == domain) & (joint.obs["sample"] == s)].value_counts().idxmax()
+            for s in sections
+        }
+        assert len(set(majority.values())) == 1, (domain, majority)
+    info = joint.uns["spaseg"]
+    assert list(info["samples"]) == ["a", "b", "c"] and info["params"]["sample_key"] == "sample"
+    assert info["n_pixels"] == joint.n_obs
+
+
+def test_group_of_one_equals_single_section():
+    adata = hex_section(seed=3)
+    single = spaseg.tl.spaseg(adata, n_domains=4, seed=7, copy=True, **FAST)
+    adata.obs["sample"] = pd.Categorical(["only"] * adata.n_obs)
+    grouped = spaseg.tl.spaseg(adata, n_domains=4, seed=7, sample_key="sample", copy=True, **FAST)
+    assert (single.obs["domain"] == grouped.obs["domain"]).all()
+    np.testing.assert_array_equal(single.obsm["spaseg_embedding"], grouped.obsm["spaseg_embedding"])
+
+
+def test_sections_of_different_sizes_are_padded():
+    joint = joint_of_bands(2)
+    small = joint.obs["sample"] == "s1"
+    keep = ~small | (joint.obs["array_row"] < 9)  # the second section is shorter
+    joint = joint[keep.to_numpy()].copy()
+    spaseg.tl.spaseg(joint, n_domains=3, seed=0, sample_key="sample", **FAST)
+    assert tuple(joint.uns["spaseg"]["image_shape"]) == (16, 16)
+    shapes = joint.uns["spaseg"]["section_shapes"]
+    assert shapes[0][0] == 16 and shapes[1][0] == 9
+    # the full section still segments well (the short one's standardised PCs differ: it
+    # lacks a band, so the same band need not get the same label there)
+    full = (joint.obs["sample"] == "s0").to_numpy()
+    assert adjusted_rand_score(joint.obs["truth"][full], joint.obs["domain"][full]) > 0.7
+
+
+def test_missing_sample_key():
+    with pytest.raises(InputError, match="obs\\['batch'\\]"):
+        spaseg.tl.spaseg(joint_of_bands(2), n_domains=3, sample_key="batch", **FAST)

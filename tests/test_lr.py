@@ -1,0 +1,225 @@
+"""Ligand-receptor scores (spaseg.tl.lr_scores): the formula, entropy, complexes, resources,
+significance, squidpy's ligrec between domains. Offline: any network connection fails."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+from statsmodels.stats.multitest import fdrcorrection
+
+from spaseg import InputError
+from spaseg.datasets._sim_cci import simulate_cci
+from spaseg.tl import cell_type_entropy, ligrec_domains, load_resource, lr_scores, top_pairs
+from spaseg.tl._lr import _bh_grouped, _count_at_least, neighbour_graph
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access during tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def line_section(x: np.ndarray, genes: list[str], domains: str = "aabbb") -> ad.AnnData:
+    """Spots in one row of a square lattice (neighbours: left and right)."""
+    n = x.shape[0]
+    obs = pd.DataFrame(
+        {"array_row": 0, "array_col": np.arange(n), "domain": list(domains)},
+        index=[f"s{i}" for i in range(n)],
+    )
+    adata = ad.AnnData(np.asarray(x, dtype=np.float32), obs=obs, var=pd.DataFrame(index=genes))
+    adata.obsm["spatial"] = np.column_stack([np.arange(n) * 10.0, np.zeros(n)])
+    return adata
+
+
+# L, R, and a third gene; spots 0-4 in a row.
+X5 = np.array([[4, 0, 1], [1, 1, 0], [0, 4, 2], [9, 1, 0], [0, 0, 3]], dtype=float)
+PAIR = pd.DataFrame({"ligand": ["L"], "receptor": ["R"]})
+KW = dict(rings=1, min_spots=1, n_background=20, n_bins=2)
+
+
+def by_hand(x: np.ndarray, neighbours: list[list[int]], h=None) -> np.ndarray:
+    """The reference formula, spot by spot."""
+    h = np.ones(len(x)) if h is None else h
+    out = []
+    for i, nbrs in enumerate(neighbours):
+        s1 = np.mean([np.sqrt(x[i, 0] * x[j, 1]) for j in nbrs])
+        s2 = np.mean([np.sqrt(x[i, 1] * x[j, 0]) for j in nbrs])
+        out.append((s1 + s2) / 2 * h[i])
+    return np.array(out)
+
+
+def test_score_formula_on_five_spots():
+    lr = lr_scores(line_section(X5, ["L", "R", "G"]), PAIR, **KW)
+    expected = by_hand(X5, [[1], [0, 2], [1, 3], [2, 4], [3]])
+    np.testing.assert_allclose(lr.X.toarray().ravel(), expected, rtol=1e-6)
+    np.testing.assert_allclose(expected, [1, 1, 2, 1.5, 0])  # the hand sums, for the reader
+    assert lr.var_names.tolist() == ["L^R"] and sparse.issparse(lr.X)
+    # Domain x domain: mean over directed edges of sqrt(L_i R_j), ligand domain first.
+    edges = lr.uns["lr_domain_pairs"].set_index(["sender", "receiver"])
+    assert edges.loc[("a", "b"), "score"] == pytest.approx(2.0)  # 1 -> 2: sqrt(1 * 4)
+    assert edges.loc[("b", "a"), "score"] == pytest.approx(0.0)  # 2 -> 1: sqrt(0 * 1)
+    assert edges.loc[("b", "b"), "score"] == pytest.approx(1.5)  # sqrt(9 * 4) over 4 edges
+    assert edges.loc[("a", "b"), "n_edges"] == 1
+
+
+def test_rings_and_radius_graphs():
+    adata = line_section(np.ones((5, 1)), ["G"])
+    two = neighbour_graph(adata, rings=2).toarray()
+    np.testing.assert_array_equal(two[0], [0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(two[2], [1, 1, 0, 1, 1])
+    np.testing.assert_array_equal(neighbour_graph(adata, radius=25.0).toarray(), two)
+    lr = lr_scores(line_section(X5, ["L", "R", "G"]), PAIR, **{**KW, "rings": 2})
+    expected = by_hand(X5, [[1, 2], [0, 2, 3], [0, 1, 3, 4], [1, 2, 4], [2, 3]])
+    np.testing.assert_allclose(lr.X.toarray().ravel(), expected, rtol=1e-6)
+
+
+def test_entropy_of_pure_and_mixed_spots():
+    fractions = np.array([[1, 0, 0, 0], [0.5, 0.5, 0, 0], [0.25] * 4, [3, 1, 0, 0], [0, 0, 0, 0]])
+    h = cell_type_entropy(fractions)
+    p = np.array([0.75, 0.25])
+    np.testing.assert_allclose(h, [0, 1, 2, -(p * np.log2(p)).sum(), 0])
+    # Scores are weighted by H: a pure spot scores 0, an even mix of two types 1x.
+    adata = line_section(X5, ["L", "R", "G"])
+    adata.obsm["fractions"] = np.array([[1, 0], [0.5, 0.5], [1, 0], [0.5, 0.5], [0.5, 0.5]])
+    lr = lr_scores(adata, PAIR, fractions_key="fractions", **KW)
+    expected = by_hand(X5, [[1], [0, 2], [1, 3], [2, 4], [3]], h=np.array([0, 1, 0, 1, 1]))
+    np.testing.assert_allclose(lr.X.toarray().ravel(), expected, rtol=1e-6)
+    np.testing.assert_allclose(lr.obs["cell_type_entropy"], [0, 1, 0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    ("policy", "complex_at"),
+    [("min", lambda a, b: np.minimum(a, b)), ("gmean", lambda a, b: np.sqrt(a * b))],
+)
+def test_complex_receptor(policy, complex_at):
+    """A receptor complex R1_R2 is expressed as the min (or geometric mean) of its subunits."""
+    x = np.array([[4, 0, 0], [0, 1, 4], [2, 9, 1], [1, 4, 4], [0, 2, 0]], dtype=float)
+    adata = line_section(x, ["L", "R1", "R2"])
+    pair = pd.DataFrame({"ligand": ["L"], "receptor": ["R1_R2"]})
+    lr = lr_scores(adata, pair, complex_policy=policy, **KW)
+    folded = np.column_stack([x[:, 0], complex_at(x[:, 1], x[:, 2])])
+    expected = by_hand(folded, [[1], [0, 2], [1, 3], [2, 4], [3]])
+    np.testing.assert_allclose(lr.X.toarray().ravel(), expected, rtol=1e-5)
+    assert lr.var.loc["L^R1_R2", "receptor_genes"] == "R1_R2"
+
+
+def test_symbols_from_var_and_case_insensitive_matching():
+    """IDs as var_names: symbols come from var['gene_symbols']; a human table finds mouse genes."""
+    adata = line_section(X5, ["ENSG1", "ENSG2", "ENSG3"])
+    adata.var["gene_symbols"] = ["Cxcl12", "Cxcr4", "Actb"]
+    pair = pd.DataFrame({"ligand": ["CXCL12"], "receptor": ["CXCR4"]})
+    lr = lr_scores(adata, pair, **KW)
+    assert lr.var_names.tolist() == ["CXCL12^CXCR4"]
+    assert lr.var.loc["CXCL12^CXCR4", "ligand_genes"] == "CXCL12"
+
+
+def test_missing_genes_are_skipped_with_a_warning(caplog):
+    pairs = pd.DataFrame({"ligand": ["L", "L", "NOPE"], "receptor": ["R", "ABSENT_R", "R"]})
+    with caplog.at_level(logging.WARNING, logger="spaseg"):
+        lr = lr_scores(line_section(X5, ["L", "R", "G"]), pairs, **KW)
+    assert lr.var_names.tolist() == ["L^R"]
+    message = caplog.text
+    assert "2 of 3 pairs skipped" in message and "ABSENT" in message and "NOPE" in message
+
+
+def test_resource_without_any_pair_in_the_data_is_a_clear_error():
+    pairs = pd.DataFrame({"ligand": ["CXCL12"], "receptor": ["CXCR4"]})
+    with pytest.raises(InputError) as err:
+        lr_scores(line_section(X5, ["L", "R", "G"]), pairs, sample="s1", **KW)
+    message = str(err.value)
+    assert "sample 's1'" in message and "field 'resource'" in message
+    assert "none of the 1 pairs" in message and "gene_symbols" in message
+
+
+def test_bad_inputs_name_the_field():
+    adata = line_section(X5, ["L", "R", "G"])
+    with pytest.raises(InputError, match="field 'domain_key'"):
+        lr_scores(adata, PAIR, domain_key="missing", **KW)
+    with pytest.raises(InputError, match="field 'fractions_key'"):
+        lr_scores(adata, PAIR, fractions_key="missing", **KW)
+    with pytest.raises(InputError, match="field 'min_spots'"):
+        lr_scores(adata, PAIR, **{**KW, "min_spots": 9})
+    adata.X[0, 0] = -1.0
+    with pytest.raises(InputError, match="negative"):
+        lr_scores(adata, PAIR, **KW)
+
+
+def test_resources_load_offline(tmp_path):
+    consensus = load_resource("consensus")
+    assert list(consensus.columns) == ["ligand", "receptor"] and len(consensus) > 1000
+    assert consensus["receptor"].str.contains("_").any()  # complexes
+    mouse = load_resource("consensus", organism="mouse")
+    assert mouse["ligand"].str.match(r"^[A-Z][a-z0-9]").mean() > 0.9  # Cxcl12-style symbols
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("ligand,receptor,source\nCXCL12,CXCR4,x\nCXCL12,CXCR4,y\n")
+    assert load_resource(csv).values.tolist() == [["CXCL12", "CXCR4"]]
+    (tmp_path / "bad.tsv").write_text("a\tb\nX\tY\n")
+    with pytest.raises(InputError, match="ligand and receptor"):
+        load_resource(tmp_path / "bad.tsv")
+    with pytest.raises(InputError, match="unknown L-R resource"):
+        load_resource("no_such_table")
+
+
+def test_bh_and_empirical_counts_match_the_textbook():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.2, 50)
+    group = rng.integers(0, 3, 50)
+    adjusted = _bh_grouped(p, group, 40)  # 10 untested (p = 1) per group
+    for g in range(3):
+        full = np.r_[p[group == g], np.ones(40 - (group == g).sum())]
+        np.testing.assert_allclose(
+            adjusted[group == g], fdrcorrection(full)[1][: (group == g).sum()]
+        )
+    background = np.sort(rng.exponential(size=(2, 7, 5)).astype(np.float32), axis=1)
+    cell, spot = rng.integers(0, 2, 30), rng.integers(0, 5, 30)
+    value = rng.exponential(size=30).astype(np.float32)
+    value[:3] = background[cell[:3], 2, spot[:3]]  # ties count as >=
+    brute = (background[cell, :, spot] >= value[:, None]).sum(axis=1)
+    np.testing.assert_array_equal(_count_at_least(background, cell, spot, value), brute)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    sim = simulate_cci(n_genes=120, n_rows=16, n_planted=4, n_controls=8, seed=3)
+    adata = sim.spatial
+    counts = adata.X.toarray()
+    adata.X = sparse.csr_matrix(np.log1p(counts / counts.sum(1, keepdims=True) * 1e3))
+    return adata, sim.pairs
+
+
+def test_planted_pairs_outrank_controls(simulated):
+    adata, pairs = simulated
+    lr = lr_scores(adata, pairs, n_background=200, min_spots=3)
+    kind = pairs.assign(pair=pairs["ligand"] + "^" + pairs["receptor"]).set_index("pair")["kind"]
+    z = lr.var["zscore"]
+    assert z[kind[z.index] == "planted"].min() > z[kind[z.index] != "planted"].max()
+    table = lr.uns["lr_pairs"]
+    assert set(table["domain"]) == {"D0", "D1", "D2", "all"}
+    assert table["pval"].between(1 / 201, 1).all() and (table["padj"] >= table["pval"]).all()
+    # Across the boundary, a planted pair's sender -> receiver edges dominate.
+    first = pairs.iloc[1]
+    edges = lr.uns["lr_domain_pairs"].query("pair == @first.ligand + '^' + @first.receptor")
+    best = edges.loc[edges["score"].idxmax()]
+    assert (best["sender"], best["receiver"]) == (first["sender"], first["receiver"])
+    neglog = lr.layers["neglog10_pval"]
+    assert neglog.max() <= np.log10(201) + 1e-6 and (lr.X.nnz >= neglog.nnz)
+    assert set(top_pairs(table, n=2, alpha=1.0)["domain"]) == {"D0", "D1", "D2", "all"}
+
+
+def test_ligrec_between_domains_is_offline_and_named_like_the_resource(simulated):
+    adata, pairs = simulated
+    table = ligrec_domains(adata, pairs, n_perms=50)
+    assert {"pair", "ligand", "receptor", "sender", "receiver", "mean", "pval", "padj"} <= set(
+        table.columns
+    )
+    assert set(table["pair"]) <= set(pairs["ligand"] + "^" + pairs["receptor"])
+    assert "LIG1^REC1A_REC1B" in set(table["pair"])  # the complex keeps its resource name

@@ -1,0 +1,128 @@
+"""The workflow's cell-cell interaction stage: optional wiring (dry runs) and the cci scenario
+(.test/config_cci) end to end."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from test_workflow import REPO, output, snakemake
+
+from spaseg.datasets._sim_cci import write_cci
+
+SCENARIO = REPO / ".test" / "config_cci"
+SIM = dict(n_genes=120, n_rows=16, seed=0)  # the data of .test/config_cci (see its config)
+CCI_FILES = [
+    "cci/spot_scores.h5ad",
+    "cci/pairs.tsv",
+    "cci/domain_pairs.tsv",
+    "cci/ligrec.tsv",
+    "cci/top_pairs.png",
+    "cci/domains.png",
+]
+
+
+def rule_block(name: str) -> str:
+    text = (REPO / "workflow" / "rules" / "cci.smk").read_text()
+    return re.split(r"^rule \w+:\n", text, flags=re.M)[
+        re.findall(r"^rule (\w+):", text, flags=re.M).index(name) + 1
+    ]
+
+
+@pytest.mark.parametrize("rule", ["c2l_reference", "c2l_map"])
+def test_training_rules_ask_for_gpus_from_config(rule):
+    assert f'gpu=config["resources"]["{rule}"]["gpu"]' in rule_block(rule)
+
+
+def dry_run(tmp_path, settings: dict):
+    """Dry run of one tiny section with extra config `settings`; the jobs planned, by rule."""
+    paths = write_cci(
+        tmp_path / "data", n_genes=30, n_markers=4, n_rows=8, n_planted=2, n_controls=2
+    )
+    sheet = tmp_path / "samples.tsv"
+    rows = [{"sample": s, "path": str(paths["section"]), "platform": "h5ad"} for s in "ab"]
+    pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)
+    config = {"samples": str(sheet), "results": str(tmp_path / "results"), **settings}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--cores", "1", configfiles=[tmp_path / "config.yaml"])
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    return result, {rule: int(n) for rule, n in jobs.items()}, paths
+
+
+def test_cci_stage_is_off_without_a_reference(tmp_path):
+    result, jobs, _ = dry_run(tmp_path, {})
+    assert result.returncode == 0, output(result)
+    assert not {"c2l_reference", "c2l_map", "cci"} & set(jobs), jobs
+
+
+def test_reference_trains_once_and_maps_every_section(tmp_path):
+    paths = write_cci(
+        tmp_path / "ref", n_genes=30, n_markers=4, n_rows=8, n_planted=2, n_controls=2
+    )
+    settings = {"cell2location": {"reference": str(paths["reference"])}}
+    result, jobs, _ = dry_run(tmp_path, settings)
+    assert result.returncode == 0, output(result)
+    assert (jobs["c2l_reference"], jobs["c2l_map"], jobs["cci"]) == (1, 2, 2), jobs
+    assert "cell2location/reference/signatures.h5ad" in result.stdout
+
+
+def test_cci_without_cell2location_when_asked(tmp_path):
+    result, jobs, _ = dry_run(tmp_path, {"cci": {"run": True}})
+    assert result.returncode == 0, output(result)
+    assert jobs.get("cci") == 2 and "c2l_map" not in jobs, jobs
+
+
+def test_missing_reference_is_named(tmp_path):
+    result, _, _ = dry_run(tmp_path, {"cell2location": {"reference": "nowhere.h5ad"}})
+    assert result.returncode != 0
+    assert "cell2location.reference" in output(result) and "nowhere.h5ad" in output(result)
+
+
+@pytest.fixture(scope="module")
+def cci_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cci")
+    write_cci(workdir / ".test" / "cci", **SIM)
+    results = workdir / ".test" / "results" / "cci"
+    # The stage's own files only (the scenario's `all` also makes every other stage's).
+    names = ["cell2location.h5ad", "cell2location.png", *CCI_FILES]
+    targets = [f".test/results/cci/sim_cci/{name}" for name in names]  # as the rules name them
+    # The sheet as the config names it, relative to the working directory.
+    (workdir / ".test" / "config_cci").mkdir()
+    shutil.copy(SCENARIO / "samples.tsv", workdir / ".test" / "config_cci" / "samples.tsv")
+    args = ["--cores", "2", *targets]  # after --configfile's list, so not read as config files
+    run = snakemake(*args, workdir=workdir, configfiles=[SCENARIO / "config.yaml"], timeout=1800)
+    return results, run
+
+
+@pytest.mark.slow
+def test_cci_scenario_end_to_end(cci_run):
+    results, run = cci_run
+    assert run.returncode == 0, output(run)
+    section = results / "sim_cci"
+    for name in ["domains.h5ad", "cell2location.h5ad", "cell2location.png", *CCI_FILES]:
+        assert (section / name).is_file(), f"{name} missing"
+    assert (results / "cell2location" / "reference" / "signatures.h5ad").is_file()
+    for rule in ("c2l_map", "cci"):
+        assert (results / "logs" / rule / "sim_cci.log").is_file()
+        assert (results / "benchmarks" / rule / "sim_cci.tsv").is_file()
+
+    c2l = ad.read_h5ad(section / "cell2location.h5ad")
+    fractions = c2l.obsm["cell_type_fractions"]
+    np.testing.assert_allclose(fractions.sum(axis=1), 1.0, rtol=1e-5)
+    lrdata = ad.read_h5ad(section / "cci" / "spot_scores.h5ad")
+    assert lrdata.n_obs == c2l.n_obs and lrdata.n_vars > 0
+    entropy = c2l.obs["cell_type_entropy"].loc[lrdata.obs_names]
+    np.testing.assert_allclose(lrdata.obs["cell_type_entropy"], entropy, rtol=1e-5)
+    steps = list(lrdata.uns["spaseg_provenance"]["steps"])
+    assert steps[-2:] == ["spaseg_train", "cci"], steps
+
+    pairs = pd.read_csv(section / "cci" / "pairs.tsv", sep="\t")
+    assert {"pair", "domain", "mean_score", "pval", "padj"} <= set(pairs.columns)
+    assert "all" in set(pairs["domain"]) and pairs["pval"].between(0, 1).all()
+    ligrec = pd.read_csv(section / "cci" / "ligrec.tsv", sep="\t")
+    assert {"pair", "sender", "receiver", "pval", "padj"} <= set(ligrec.columns)

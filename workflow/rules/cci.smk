@@ -1,0 +1,97 @@
+# Cell-cell interaction: cell2location cell-type fractions (optional), then ligand-receptor
+# scores between neighbouring spots. Off unless cell2location.reference is set (cci.run: auto);
+# cci.run: true runs rule cci without cell2location, every spot weighted H = 1.
+
+
+rule c2l_reference:
+    input:
+        reference=C2L["reference"] or [],
+    output:
+        f"{RESULTS}/cell2location/{{reference}}/signatures.h5ad",
+    log:
+        f"{RESULTS}/logs/c2l_reference/{{reference}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/c2l_reference/{{reference}}.tsv"
+    wildcard_constraints:
+        reference="[^/]+",
+    conda:
+        "../../envs/c2l.yaml"
+    # One thread: pyro's many small tensor ops only add synchronisation with more (on a busy
+    # CPU, 2 threads ran 9x slower than 1); on a GPU node the threads hardly matter.
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        # GPUs per job: 0 locally (device "auto" then trains on the CPU); profiles/slurm asks for 1.
+        gpu=config["resources"]["c2l_reference"]["gpu"],
+    params:
+        c2l=C2L,
+    script:
+        "../../scripts/c2l_reference.py"
+
+
+rule c2l_map:
+    input:
+        spots=f"{RESULTS}/{{sample}}/qc.h5ad",
+        signatures=c2l_signatures,
+    output:
+        h5ad=f"{RESULTS}/{{sample}}/cell2location.h5ad",
+        plot=report(
+            f"{RESULTS}/{{sample}}/cell2location.png",
+            caption="../report/cell2location.rst",
+            category="Cell types",
+            subcategory="{sample}",
+        ),
+    log:
+        f"{RESULTS}/logs/c2l_map/{{sample}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/c2l_map/{{sample}}.tsv"
+    conda:
+        "../../envs/c2l.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=480,
+        gpu=config["resources"]["c2l_map"]["gpu"],
+    params:
+        c2l=C2L,
+    script:
+        "../../scripts/c2l_map.py"
+
+
+rule cci:
+    input:
+        unpack(cci_input),
+    output:
+        scores=f"{RESULTS}/{{sample}}/cci/spot_scores.h5ad",
+        pairs=f"{RESULTS}/{{sample}}/cci/pairs.tsv",
+        domain_pairs=f"{RESULTS}/{{sample}}/cci/domain_pairs.tsv",
+        ligrec=f"{RESULTS}/{{sample}}/cci/ligrec.tsv",
+        top=report(
+            f"{RESULTS}/{{sample}}/cci/top_pairs.png",
+            caption="../report/cci_pairs.rst",
+            category="Cell-cell interaction",
+            subcategory="{sample}",
+        ),
+        heatmap=report(
+            f"{RESULTS}/{{sample}}/cci/domains.png",
+            caption="../report/cci_domains.rst",
+            category="Cell-cell interaction",
+            subcategory="{sample}",
+        ),
+    log:
+        f"{RESULTS}/logs/cci/{{sample}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cci/{{sample}}.tsv"
+    group:
+        "postprocess_{sample}"
+    conda:
+        "../../envs/cci.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        cci=config["cci"],
+    script:
+        "../../scripts/cci.py"

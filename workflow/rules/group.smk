@@ -1,0 +1,103 @@
+# Sections that share a sample-sheet `group`: one joint PCA, one SpaSEG model and one label
+# set for all of them, then a 3-D alignment. Outputs under {results}/groups/{group}/.
+
+
+rule joint_pca:
+    input:
+        group_qc_files,
+    output:
+        f"{RESULTS}/groups/{{group}}/pca.h5ad",
+    log:
+        f"{RESULTS}/logs/joint_pca/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/joint_pca/{{group}}.tsv"
+    conda:
+        "../../envs/joint_pca.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    params:
+        samples=group_samples,
+        pca=config["pca"],
+        group=config["group"],
+        seed=config["spaseg"]["seed"],
+    script:
+        "../../scripts/joint_pca.py"
+
+
+rule joint_spaseg:
+    input:
+        f"{RESULTS}/groups/{{group}}/pca.h5ad",
+    output:
+        f"{RESULTS}/groups/{{group}}/labels.h5ad",
+    log:
+        f"{RESULTS}/logs/joint_spaseg/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/joint_spaseg/{{group}}.tsv"
+    conda:
+        "../../envs/joint_spaseg.yaml"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=240,
+        # Same GPU setting as single-section training (resources.spaseg_train.gpu).
+        gpu=config["resources"]["spaseg_train"]["gpu"],
+    params:
+        spaseg=group_spaseg_params,
+    script:
+        "../../scripts/joint_spaseg.py"
+
+
+rule align:
+    input:
+        f"{RESULTS}/groups/{{group}}/labels.h5ad",
+    output:
+        h5ad=f"{RESULTS}/groups/{{group}}/domains.h5ad",
+        transforms=f"{RESULTS}/groups/{{group}}/transforms.tsv",
+        per_sample=directory(f"{RESULTS}/groups/{{group}}/samples"),
+    log:
+        f"{RESULTS}/logs/align/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/align/{{group}}.tsv"
+    conda:
+        "../../envs/align.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        align=config["align"],
+        z=group_z,
+    script:
+        "../../scripts/align.py"
+
+
+rule plot_group:
+    input:
+        f"{RESULTS}/groups/{{group}}/domains.h5ad",
+    output:
+        domains=report(
+            f"{RESULTS}/groups/{{group}}/domains.png",
+            caption="../report/group_domains.rst",
+            category="Groups",
+            subcategory="{group}",
+        ),
+        stack=report(
+            f"{RESULTS}/groups/{{group}}/aligned_3d.png",
+            caption="../report/aligned_3d.rst",
+            category="Groups",
+            subcategory="{group}",
+        ),
+    log:
+        f"{RESULTS}/logs/plot_group/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_group/{{group}}.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    script:
+        "../../scripts/plot_group.py"

@@ -1,0 +1,31 @@
+"""Run summary: which sections finished and, for the others, the step that failed and its log.
+
+With keep-going (both profiles) a failing section leaves the others running. After every run
+{results}/run_summary.tsv lists each section as done, failed (with the failed step and its
+log) or not run. `snakemake --report report.html run_summary` puts it in the report together
+with the finished sections; the default target would need every section, failed ones too.
+"""
+
+
+onsuccess:
+    log_run_summary()
+
+
+onerror:
+    log_run_summary()
+
+
+localrules:
+    run_summary,
+
+
+rule run_summary:
+    input:
+        # Only finished sections, so that the report can be made after a partial run.
+        finished_outputs,
+    output:
+        report(RUN_SUMMARY, caption="../report/run_summary.rst", category="Run summary"),
+    log:
+        f"{RESULTS}/logs/run_summary.log",
+    run:
+        write_run_summary(output[0])
