@@ -129,13 +129,12 @@ def accuracy(out: Path, quick: bool) -> bool:
             lr = lr_scores(adata, sim.pairs, fractions_key=key, min_spots=3, n_background=1000)
         results[label] = lr
         planted = (kind.loc[lr.var_names, "kind"] == "planted").to_numpy()
-        edges = lr.uns["lr_domain_pairs"]
-        best = edges.loc[edges.groupby("pair")["score"].idxmax()].set_index("pair")
-        hits = [
-            (best.at[p, "sender"], best.at[p, "receiver"])
-            == (kind.at[p, "sender"], kind.at[p, "receiver"])
-            for p in lr.var_names[planted]
-        ]
+        edges = lr.uns["lr_domain_pairs"].merge(kind.reset_index(), on="pair", suffixes=("", "_t"))
+        edges["right"] = (edges["sender"] == edges["sender_t"]) & (
+            edges["receiver"] == edges["receiver_t"]
+        )
+        best = edges.loc[edges.groupby("pair")["score"].idxmax()]
+        across = edges[edges["padj"] < 0.05]
         rows.append(
             {
                 "weights": label,
@@ -143,7 +142,11 @@ def accuracy(out: Path, quick: bool) -> bool:
                 "AUROC (mean score)": roc_auc_score(planted, lr.var["mean_score"]),
                 "planted padj<0.05": int((lr.var["padj"][planted] < 0.05).sum()),
                 "controls padj<0.05": int((lr.var["padj"][~planted] < 0.05).sum()),
-                "planted: best domain pair right": f"{sum(hits)}/{len(hits)}",
+                "planted: best domain pair right": f"{best.loc[best['kind'] == 'planted', 'right'].sum()}/{planted.sum()}",
+                "across boundary padj<0.05: planted right": int(
+                    (across["right"] & (across["kind"] == "planted")).sum()
+                ),
+                "across: controls": int((across["kind"] != "planted").sum()),
                 "seconds": m.seconds,
             }
         )

@@ -36,9 +36,13 @@ LABELLED = ("151673", "151674")
 UNLABELLED = ("151675", "151676")
 
 
-def leiden_n_clusters(adata, n_clusters: int, seed: int) -> np.ndarray:
-    """Leiden on the PCA neighbour graph, resolution bisected until ``n_clusters`` clusters."""
-    sc.pp.neighbors(adata, use_rep="X_pca", random_state=seed)
+def leiden_n_clusters(adata, n_clusters: int, seed: int, transformer=None) -> np.ndarray:
+    """Leiden on the PCA neighbour graph, resolution bisected until ``n_clusters`` clusters.
+
+    ``transformer``: scanpy's kNN backend; ``"sklearn"`` above 4096 spots, where scanpy 1.11's
+    default path fails on the sparse arrays of scikit-learn >= 1.8.
+    """
+    sc.pp.neighbors(adata, use_rep="X_pca", random_state=seed, transformer=transformer)
     lo, hi = 0.01, 3.0
     labels = None
     for _ in range(30):

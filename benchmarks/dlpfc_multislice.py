@@ -112,7 +112,7 @@ def harmony_leiden_rows(joint, seeds, labels: pd.DataFrame) -> list[dict]:
     rep.obsm["X_pca"] = joint.obsm["X_pca_harmony"]
     for seed in seeds:
         with measure() as m:
-            ld = leiden_n_clusters(rep, 7, seed)
+            ld = leiden_n_clusters(rep, 7, seed, transformer="sklearn")
         labels[f"harmony_leiden_seed{seed}"] = ld
         for name in LABELLED:
             sel = (sample == name).to_numpy()

@@ -10,8 +10,12 @@ with ``--formats gem gef``) and the simulated truth. The files are reused when a
 the same parameters exists. Then the workflow itself runs, as a user would run it
 (``snakemake --cores N``, this repository's Snakefile and config/config.yaml plus a small
 override), from the file to ``{results}/{sample}/domains.h5ad``: bin -> qc -> normalize_pca ->
-spaseg_train. Reported per stage: wall time and peak resident memory from the Snakemake
-benchmark files (each job is a fresh Python process, so imports count), and the whole chain.
+spaseg_train. Reported per stage (each job is a fresh Python process, so imports count): wall
+time from the Snakemake benchmark files (``s``), their ``max_rss``, and, read every 0.25 s from
+each job's process while it runs, its RSS high-water mark (VmHWM) and CPU seconds (the
+benchmark files sample every 30 s after 15 s, so they miss peaks and the last CPU seconds).
+On a shared machine CPU seconds are the stable measure; growth with spot count and the
+extrapolation to 527,716 bins are fitted on them.
 
 Accuracy: ARI of the domains against the simulated truth at bin20, on the bins that QC kept.
 The simulated chip has ambient reads around the tissue, a real tissue GEM/GEF is cut to the
@@ -26,8 +30,9 @@ resolution 1.0, in a subprocess of its own, timed with ``_measure.measure`` (pea
 process, loading ``pca.h5ad`` included, as for spaseg_train). Then, untimed, the resolution is
 bisected (``--leiden-tries``) to give the true number of domains, and that ARI is reported too.
 
-SpaSEG cost per iteration is read from the spaseg_train log (timestamps of the ``iter N``
-lines) and extrapolated to the library defaults (4 runs x up to 1000 iterations).
+SpaSEG cost per iteration: a probe (``--probe``) times single iterations of a run on the same
+``pca.h5ad`` (warm-up and self-training, CPU and wall), and the library defaults (4 runs x up
+to 1000 iterations) are priced from it.
 """
 
 from __future__ import annotations
@@ -137,7 +142,7 @@ def run_workflow(args, run_dir: Path, config: Path, sample: str) -> tuple[float,
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     print(f"    $ {' '.join(command)}", flush=True)
     log = run_dir / f"snakemake_{sample}.log"
-    peaks: dict[str, float] = {}
+    peaks: dict[str, tuple[float, float]] = {}
     stop = threading.Event()
     start = time.perf_counter()
     with open(log, "w") as fh:
@@ -158,11 +163,13 @@ _SCRIPT = re.compile(r"\.snakemake/scripts/tmp[^/ ]*?\.(\w+)\.py")
 
 
 def watch_jobs(pid: int, peaks: dict, stop: threading.Event, interval: float = 0.25) -> None:
-    """Peak RSS per rule: the kernel's high-water mark (VmHWM) of each job's script process.
+    """Peak RSS and CPU seconds per rule, read from each job's script process.
 
-    Snakemake's benchmark files sample RSS every 30 s after a job's first 15 s, so they can
-    miss short peaks; VmHWM cannot (it is read until the process ends, every ``interval``).
-    A job is recognised by the script Snakemake runs (``.snakemake/scripts/tmpXXX.<rule>.py``).
+    Snakemake's benchmark files sample every 30 s after a job's first 15 s, so their max_rss
+    can miss peaks and their cpu_time misses up to the last 30 s. Here the kernel's RSS
+    high-water mark (VmHWM) and the process CPU time (all threads) are read every
+    ``interval`` until the process ends. A job is recognised by the script Snakemake runs
+    (``.snakemake/scripts/tmpXXX.<rule>.py``); ``peaks[rule] = (peak MB, CPU s)``.
     """
     import psutil
 
@@ -182,8 +189,10 @@ def watch_jobs(pid: int, peaks: dict, stop: threading.Event, interval: float = 0
                     continue
                 with open(f"/proc/{child.pid}/status") as fh:
                     hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
+                cpu = child.cpu_times()
                 rule = rules[child.pid]
-                peaks[rule] = max(peaks.get(rule, 0.0), hwm / 1024)
+                mb, seconds = peaks.get(rule, (0.0, 0.0))
+                peaks[rule] = (max(mb, hwm / 1024), max(seconds, cpu.user + cpu.system))
             except (psutil.Error, OSError, StopIteration):
                 continue
         stop.wait(interval)
@@ -196,10 +205,8 @@ def stage_costs(results: Path, sample: str) -> dict:
         table = pd.read_csv(results / "benchmarks" / rule / f"{sample}.tsv", sep="\t")
         costs[f"{rule}_s"] = float(table["s"].iloc[-1])
         costs[f"{rule}_mb"] = float(table["max_rss"].iloc[-1])
-        costs[f"{rule}_cpu_s"] = float(table["cpu_time"].iloc[-1])
-        costs[f"{rule}_load"] = float(table["mean_load"].iloc[-1])
+        costs[f"{rule}_bench_cpu_s"] = float(table["cpu_time"].iloc[-1])
     costs["chain_s"] = sum(costs[f"{r}_s"] for r in STAGES)
-    costs["chain_cpu_s"] = sum(costs[f"{r}_cpu_s"] for r in STAGES)
     costs["chain_peak_mb"] = max(costs[f"{r}_mb"] for r in STAGES)
     return costs
 
@@ -370,6 +377,8 @@ def probe_worker(pca_h5ad: Path, out: Path, n_domains: int, cores: int, n_iter: 
         cpu, wall = (np.array([v[k] for v in values]) for k in (0, 1))
         result[f"probe_{phase}_cpu_s"] = float(np.median(cpu)) if len(cpu) else math.nan
         result[f"probe_{phase}_wall_s"] = float(np.median(wall)) if len(wall) else math.nan
+        # The fastest iteration: closest to an otherwise idle machine.
+        result[f"probe_{phase}_min_wall_s"] = float(wall.min()) if len(wall) else math.nan
         result[f"probe_{phase}_iters"] = len(values)
     out.write_text(json.dumps(result))
 
@@ -418,8 +427,9 @@ def run_size(args, spots: int) -> list[dict]:
         load_after = os.getloadavg()[0]
         costs = stage_costs(results, sample)
         for rule in STAGES:
-            costs[f"{rule}_hwm_mb"] = peaks.get(rule, math.nan)
+            costs[f"{rule}_hwm_mb"], costs[f"{rule}_cpu_s"] = peaks.get(rule, (math.nan,) * 2)
         costs["chain_hwm_mb"] = max(costs[f"{r}_hwm_mb"] for r in STAGES)
+        costs["chain_cpu_s"] = sum(costs[f"{r}_cpu_s"] for r in STAGES)
         ari, scored = score(results / sample / "domains.h5ad", truth)
         import anndata as ad
 
@@ -486,92 +496,147 @@ def run_size(args, spots: int) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
+HEADLINE_SPOTS = 527_716  # the reference's mouse-brain section, bin20
+
+
 def peak_mb(r) -> float:
     return max(r.chain_peak_mb, r.chain_hwm_mb if pd.notna(r.chain_hwm_mb) else 0.0)
 
 
-def growth(df: pd.DataFrame, column: str) -> str:
-    """Log-log slope of ``column`` against bins after QC (1 = linear), over all sizes."""
-    if len(df) < 2:
-        return "n/a"
-    x, y = np.log(df["bins_after_qc"].to_numpy(float)), np.log(df[column].to_numpy(float))
-    return f"{np.polyfit(x, y, 1)[0]:.2f}"
+def fit(df: pd.DataFrame, column: str) -> tuple[float, float] | None:
+    """Log-log fit of ``column`` against bins after QC: (exponent, value at HEADLINE_SPOTS)."""
+    part = df[["bins_after_qc", column]].dropna()
+    if len(part) < 2:
+        return None
+    x, y = np.log(part["bins_after_qc"].to_numpy(float)), np.log(part[column].to_numpy(float))
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(np.exp(intercept + slope * np.log(HEADLINE_SPOTS)))
+
+
+def stage_table(part: pd.DataFrame) -> list[str]:
+    head = "| target spots | GEM rows | bins read | bins after QC | " + " | ".join(STAGES)
+    head += " | chain (sum of jobs) | snakemake wall | chain peak MB | load avg |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for _, r in part.iterrows():
+        cells = [
+            f"{r.spots_target:,}", f"{r.gem_rows / 1e6:.1f} M", f"{r.bins:,}",
+            f"{r.bins_after_qc:,}",
+            *(
+                f"{r[f'{s}_s']:.0f} s ({r[f'{s}_cpu_s']:.0f}) / "
+                f"{r[f'{s}_hwm_mb']:.0f} [{r[f'{s}_mb']:.0f}]"
+                for s in STAGES
+            ),
+            f"**{r.chain_s:.0f} s = {r.chain_s / 60:.1f} min** (CPU {r.chain_cpu_s:.0f} s)",
+            f"{r.workflow_wall_s:.0f} s", f"**{peak_mb(r):.0f}**",
+            f"{r.load_before:.1f} -> {r.load_after:.1f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    fits = {c: fit(part, c) for c in [*(f"{s}_cpu_s" for s in STAGES), "chain_cpu_s"]}
+    mems = {c: fit(part, c) for c in [*(f"{s}_hwm_mb" for s in STAGES), "chain_hwm_mb"]}
+    if all(fits.values()) and all(mems.values()):
+        cells = [
+            f"{a[0]:.2f}; {b[0]:.2f}" for a, b in zip(fits.values(), mems.values(), strict=True)
+        ]
+        lines.append(
+            "| growth exponent (CPU s; peak MB) vs bins | | | | " + " | ".join(cells) + " | | | |"
+        )
+        cells = [
+            f"CPU {a[1]:.0f} s / {b[1]:.0f}"
+            for a, b in zip(fits.values(), mems.values(), strict=True)
+        ]
+        lines.append(
+            f"| extrapolated to {HEADLINE_SPOTS:,} bins | | | | " + " | ".join(cells) + " | | | |"
+        )
+    return lines
+
+
+def accuracy_table(part: pd.DataFrame) -> list[str]:
+    head = (
+        "| bins after QC | SpaSEG ARI | SpaSEG iterations | image | Leiden (res 1.0) wall s "
+        "(kNN + Leiden) / peak MB | Leiden k | Leiden ARI | resolution for k = truth | its ARI |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for _, r in part.iterrows():
+        has = pd.notna(r.get("leiden_s", math.nan))
+        cells = [
+            f"{r.bins_after_qc:,}", f"**{r.spaseg_ari:.3f}**", f"{r.spaseg_iterations}",
+            r.image_shape,
+            f"{r.leiden_s:.0f} ({r.leiden_neighbors_s:.0f} + {r.leiden_leiden_s:.0f}) / "
+            f"{r.leiden_mb:.0f}" if has else "-",
+            f"{r.leiden_k:.0f}" if has else "-",
+            f"**{r.leiden_ari:.3f}**" if has else "-",
+            f"{r.leiden_tuned_resolution:.3g} -> {r.leiden_tuned_k:.0f}" if has else "-",
+            f"{r.leiden_tuned_ari:.3f}" if has else "-",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def iteration_table(part: pd.DataFrame) -> list[str]:
+    """Per-iteration cost and what the library defaults would cost (4 x (400 + <= 600))."""
+    if "probe_warmup_cpu_s" not in part:
+        return []
+    head = (
+        "| bins after QC | warm-up CPU s/iter | self-training CPU s/iter | wall s/iter median "
+        "(fastest) | this run: iterations | defaults, 4 x 1000 iterations: CPU min | "
+        "wall min at the fastest rate |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for _, r in part.iterrows():
+        w, t = r.probe_warmup_cpu_s, r.probe_train_cpu_s
+        t = w if pd.isna(t) else t
+        default_cpu = 4 * (400 * w + 600 * t)
+        fastest = np.nanmin([r.probe_warmup_min_wall_s, r.probe_train_min_wall_s])
+        cells = [
+            f"{r.bins_after_qc:,}", f"{w:.3f}", f"{t:.3f}",
+            f"{r.probe_warmup_wall_s:.3f}; {r.probe_train_wall_s:.3f} ({fastest:.3f})",
+            f"{r.spaseg_iterations}", f"{default_cpu / 60:.0f}", f"{4000 * fastest / 60:.0f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    cost = fit(part, "probe_warmup_cpu_s")
+    if cost:
+        lines.append(
+            f"| extrapolated to {HEADLINE_SPOTS:,} bins (exponent {cost[0]:.2f}) | "
+            f"{cost[1]:.3f} | | | | {4000 * cost[1] / 60:.0f} | |"
+        )
+    return lines
 
 
 def report(df: pd.DataFrame, args) -> str:
-    lines = []
     settings = (
-        f"{args.genes} genes, {args.domains} domains, bin{BIN_SIZE}, --cores {args.cores}; "
-        f"SpaSEG n_runs={args.n_runs}, max_iter={args.max_iter}, "
-        f"warmup_iter={args.warmup_iter} (other keys: config/config.yaml), device cpu; "
-        f"QC: min_genes_per_spot={args.tissue_min_genes} (tissue cut), "
-        "stereo_seq.detected_quantile=0.05"
+        f"{args.genes} genes, {args.domains} domains, bin{BIN_SIZE}, `--cores {args.cores}`; "
+        f"SpaSEG `n_runs={args.n_runs}`, `max_iter={args.max_iter}`, "
+        f"`warmup_iter={args.warmup_iter}` (other keys as in config/config.yaml), device cpu; "
+        f"QC `min_genes_per_spot={args.tissue_min_genes}` (tissue cut), "
+        "`stereo_seq.detected_quantile=0.05`"
     )
-    lines += [f"Settings: {settings}", ""]
+    lines = [f"Settings: {settings}", ""]
     for fmt, part in df.groupby("format", sort=False):
         part = part.sort_values("bins_after_qc")
         lines += [
-            f"### {fmt.upper()} input: per workflow stage, wall s (CPU s) / peak RSS MB",
+            f"#### {fmt.upper()} input: workflow stages, wall s (CPU s) / peak RSS MB",
             "",
-            "Peak = the job process's VmHWM (kernel high-water mark); in brackets the "
-            "Snakemake benchmark file's max_rss, which samples every 30 s after 15 s.",
+            "Peak RSS = each job's VmHWM (kernel high-water mark); in brackets the Snakemake "
+            "benchmark file's max_rss (sampled every 30 s after a job's first 15 s). Growth "
+            "exponents and the extrapolation use CPU seconds, which depend far less than wall "
+            "time on the other load (load average in the last column).",
+            "",
+            *stage_table(part),
+            "",
+            f"#### {fmt.upper()} input: accuracy (ARI vs simulated truth) and scanpy Leiden",
+            "",
+            *accuracy_table(part),
             "",
         ]
-        head = "| target spots | GEM rows | bins read | bins after QC | " + " | ".join(STAGES)
-        head += " | chain (sum of jobs) | snakemake wall | chain peak MB | load avg |"
-        lines += [head, "|" + "---|" * (head.count("|") - 1)]
-        for _, r in part.iterrows():
-            cells = [
-                f"{r.spots_target:,}", f"{r.gem_rows / 1e6:.1f} M", f"{r.bins:,}",
-                f"{r.bins_after_qc:,}",
-                *(
-                    f"{r[f'{s}_s']:.0f} s ({r[f'{s}_cpu_s']:.0f}) / "
-                    f"{r[f'{s}_hwm_mb']:.0f} [{r[f'{s}_mb']:.0f}]"
-                    for s in STAGES
-                ),
-                f"**{r.chain_s:.0f} s = {r.chain_s / 60:.1f} min** (CPU {r.chain_cpu_s:.0f} s)",
-                f"{r.workflow_wall_s:.0f} s", f"**{peak_mb(r):.0f}**",
-                f"{r.load_before:.1f} -> {r.load_after:.1f}",
-            ]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
-        if len(part) > 1:
-            slopes = [growth(part, f"{s}_s") for s in STAGES] + [growth(part, "chain_s")]
-            mem = [growth(part, f"{s}_hwm_mb") for s in STAGES] + [growth(part, "chain_hwm_mb")]
-            lines.append(
-                "| growth exponent vs bins (time; memory) | | | | "
-                + " | ".join(f"{a}; {b}" for a, b in zip(slopes, mem, strict=True))
-                + " | | | |"
-            )
-        lines += ["", f"### {fmt.upper()} input: accuracy and the Leiden baseline", ""]
-        head = (
-            "| bins after QC | SpaSEG ARI | SpaSEG iters | image | s/iter warm-up; train | "
-            "Leiden (res 1.0) s / MB | Leiden k | Leiden ARI | tuned res -> k | tuned ARI |"
-        )
-        lines += [head, "|" + "---|" * (head.count("|") - 1)]
-        for _, r in part.iterrows():
-            has = "leiden_s" in r and pd.notna(r.get("leiden_s"))
-            cells = [
-                f"{r.bins_after_qc:,}", f"**{r.spaseg_ari:.3f}**", f"{r.spaseg_iterations}",
-                r.image_shape, f"{r.s_per_iter_warmup:.3f}; {r.s_per_iter_train:.3f}",
-                f"{r.leiden_s:.0f} s / {r.leiden_mb:.0f}" if has else "-",
-                f"{r.leiden_k:.0f}" if has else "-",
-                f"**{r.leiden_ari:.3f}**" if has else "-",
-                f"{r.leiden_tuned_resolution:.3g} -> {r.leiden_tuned_k:.0f}" if has else "-",
-                f"{r.leiden_tuned_ari:.3f}" if has else "-",
-            ]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        for _, r in part.iterrows():
-            per = r.s_per_iter_train if pd.notna(r.s_per_iter_train) else r.s_per_iter_all
-            rest = r.spaseg_train_s - r.spaseg_iterations * per  # imports, I/O, image, KMeans
-            lines.append(
-                f"- {r.bins_after_qc:,} bins: spaseg_train job {r.spaseg_train_s:.0f} s, of which "
-                f"{r.spaseg_iterations} iterations ~{r.spaseg_iterations * per:.0f} s; the "
-                f"library default (4 runs x up to 1000 iterations) would take "
-                f"~{4000 * per + rest:.0f} s ({(4000 * per + rest) / 60:.1f} min) at "
-                f"{per:.3f} s/iteration if no run stopped early."
-            )
-        lines.append("")
+        iters = iteration_table(part)
+        if iters:
+            lines += [
+                f"#### {fmt.upper()} input: SpaSEG cost per training iteration "
+                f"(probe: {args.probe} iterations per phase, `--cores {args.cores}` threads)",
+                "",
+                *iters,
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -594,8 +659,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks/out/stereoseq_scale")
     parser.add_argument(
-        "--probe", type=int, default=10,
-        help="extra iterations per SpaSEG iteration-cost probe (0: no probe)",
+        "--probe", type=int, default=20,
+        help="iterations per phase in the SpaSEG iteration-cost probe (0: no probe)",
     )  # fmt: skip
     parser.add_argument("--leiden-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe-worker", nargs=2, type=Path, help=argparse.SUPPRESS)

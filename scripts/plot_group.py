@@ -26,3 +26,5 @@ figures = {
 for path, figure in figures.items():
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=150, bbox_inches="tight")
+with atomic_path(snakemake.output.html) as tmp:
+    spaseg.pl.aligned_3d_html(joint, tmp, title=f"group {group}: aligned sections")

@@ -205,11 +205,14 @@ def test_planted_pairs_outrank_controls(simulated):
     table = lr.uns["lr_pairs"]
     assert set(table["domain"]) == {"D0", "D1", "D2", "all"}
     assert table["pval"].between(1 / 201, 1).all() and (table["padj"] >= table["pval"]).all()
-    # Across the boundary, a planted pair's sender -> receiver edges dominate.
+    # Across the boundary, a planted pair's sender -> receiver edges dominate, and are tested.
     first = pairs.iloc[1]
     edges = lr.uns["lr_domain_pairs"].query("pair == @first.ligand + '^' + @first.receptor")
-    best = edges.loc[edges["score"].idxmax()]
-    assert (best["sender"], best["receiver"]) == (first["sender"], first["receiver"])
+    for column in ("score", "zscore"):
+        best = edges.loc[edges[column].idxmax()]
+        assert (best["sender"], best["receiver"]) == (first["sender"], first["receiver"])
+    tested = (edges["sender"] != edges["receiver"]) & (edges["n_edges"] > 0)
+    assert edges.loc[~tested, "pval"].isna().all() and edges.loc[tested, "pval"].notna().all()
     neglog = lr.layers["neglog10_pval"]
     assert neglog.max() <= np.log10(201) + 1e-6 and (lr.X.nnz >= neglog.nnz)
     assert set(top_pairs(table, n=2, alpha=1.0)["domain"]) == {"D0", "D1", "D2", "all"}
@@ -223,3 +226,17 @@ def test_ligrec_between_domains_is_offline_and_named_like_the_resource(simulated
     )
     assert set(table["pair"]) <= set(pairs["ligand"] + "^" + pairs["receptor"])
     assert "LIG1^REC1A_REC1B" in set(table["pair"])  # the complex keeps its resource name
+
+
+def test_plots_draw(simulated):
+    import matplotlib.pyplot as plt
+
+    from spaseg.pl._cci import domain_heatmap, lr_spatial
+
+    adata, pairs = simulated
+    lr = lr_scores(adata, pairs, n_background=50, min_spots=3)
+    figure = lr_spatial(lr, n_top=1)
+    assert len(figure.axes) >= 2  # domains, then at least one pair
+    ligrec = pd.DataFrame({"sender": ["D0"], "receiver": ["D1"], "padj": [0.01]})
+    assert len(domain_heatmap(lr.uns["lr_domain_pairs"], ligrec).axes) == 6  # 3 maps + bars
+    plt.close("all")

@@ -15,12 +15,12 @@ from spaseg.datasets._sim_serial import simulate_serial_sections
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / ".test/config_group/config.yaml"
 SHEET = REPO / ".test/config_group/samples.tsv"
-GROUP_FILES = ["domains.h5ad", "transforms.tsv", "domains.png", "aligned_3d.png"]
+GROUP_FILES = ["domains.h5ad", "transforms.tsv", "domains.png", "aligned_3d.png", "aligned_3d.html"]
 
 
 def write_sections(folder: Path) -> list[ad.AnnData]:
     sections = simulate_serial_sections(
-        3, reflections=[False, True, False], n_rows=16, n_domains=4,
+        3, reflections=[False, True, False], n_rows=20, n_domains=4,
         n_genes=80, n_markers=10, n_noise_genes=5, pattern="mixed", seed=3,
     )  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,8 +33,10 @@ def write_sections(folder: Path) -> list[ad.AnnData]:
 def group_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("group")
     sections = write_sections(workdir / ".test/group/data")
+    # Only the group's files (and what they need: each section's qc.h5ad), to keep it short.
+    targets = [f".test/results/group/groups/stack/{name}" for name in GROUP_FILES]
     args = ["--cores", "2", "--config", f"samples={SHEET}"]
-    run = snakemake(*args, workdir=workdir, configfiles=[CONFIG], timeout=1800)
+    run = snakemake("-p", *targets, *args, workdir=workdir, configfiles=[CONFIG], timeout=1800)
     return workdir / ".test/results/group", run, sections
 
 

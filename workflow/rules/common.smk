@@ -306,7 +306,13 @@ wildcard_constraints:
 
 
 def group_outputs():
-    files = ["domains.h5ad", "transforms.tsv", "domains.png", "aligned_3d.png"]
+    files = [
+        "domains.h5ad",
+        "transforms.tsv",
+        "domains.png",
+        "aligned_3d.png",
+        "aligned_3d.html",
+    ]
     return expand(f"{RESULTS}/groups/{{group}}/{{file}}", group=groups, file=files)
 
 

@@ -89,6 +89,8 @@ rule plot_group:
             category="Groups",
             subcategory="{group}",
         ),
+        # the same stack to rotate and zoom in a browser (self-contained)
+        html=f"{RESULTS}/groups/{{group}}/aligned_3d.html",
     log:
         f"{RESULTS}/logs/plot_group/{{group}}.log",
     benchmark:

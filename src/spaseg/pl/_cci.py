@@ -97,20 +97,29 @@ def domain_heatmap(
     alpha: float = 0.05,
     title: str | None = None,
 ) -> Figure:
-    """Domain x domain: summed L-R edge scores (sender rows, receiver columns), and, with
-    ``ligrec``, the number of pairs squidpy's test finds significant per domain pair."""
+    """Domain x domain (sender rows, receiver columns): summed L-R edge scores; the number of
+    pairs significant across each boundary (``lr_domain_pairs``); with ``ligrec``, the number
+    squidpy's permutation test finds significant per domain pair."""
     strength = domain_pairs.pivot_table(
         index="sender", columns="receiver", values="score", aggfunc="sum", observed=True
     )
-    panels = [("L-R score over all pairs\n(mean per neighbour edge, summed)", strength)]
-    if ligrec is not None and len(ligrec):
-        counts = (
-            ligrec.assign(hit=ligrec["padj"] < alpha)
-            .pivot_table(index="sender", columns="receiver", values="hit", aggfunc="sum")
-            .reindex(index=strength.index, columns=strength.columns)
-            .fillna(0)
+
+    def hits(table: pd.DataFrame) -> pd.DataFrame:
+        counts = table.assign(hit=table["padj"] < alpha).pivot_table(
+            index="sender", columns="receiver", values="hit", aggfunc="sum"
         )
-        panels.append((f"pairs with ligrec padj < {alpha}", counts))
+        return counts.reindex(index=strength.index, columns=strength.columns).fillna(0)
+
+    panels = [("L-R score over all pairs\n(mean per neighbour edge, summed)", strength)]
+    if "padj" in domain_pairs:
+        panels.append(
+            (
+                f"pairs with padj < {alpha} across\nthe boundary (random-pair test)",
+                hits(domain_pairs),
+            )
+        )
+    if ligrec is not None and len(ligrec):
+        panels.append((f"pairs with squidpy ligrec\npadj < {alpha}", hits(ligrec)))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     for ax, (label, matrix) in zip(axes.flat, panels, strict=True):
         image = ax.imshow(matrix.to_numpy(dtype=float), cmap="viridis")

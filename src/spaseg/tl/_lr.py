@@ -18,7 +18,9 @@ p of the score against the background's scores at that spot; BH per pair across 
 reference corrects per spot across pairs, but with a few hundred draws the smallest possible p
 then rarely survives a correction over ~1000 pairs; per pair, the maps show where it is active).
 Domain level: the domain's mean score against the background pairs' domain means, BH across
-pairs per domain (``"all"``: the whole section).
+pairs per domain (``"all"``: the whole section). Across domains: the mean over neighbour edges
+from one domain (ligand) into another (receptor) against the background pairs' same means,
+computed on the boundary spots only.
 """
 
 from __future__ import annotations
@@ -459,8 +461,10 @@ def lr_scores(
       0), ``mean_score``, ``zscore`` and empirical ``pval`` against the background's domain
       means, ``padj`` (BH per domain), ``frac_spots_significant`` (spot ``padj < alpha``);
     - ``uns["lr_domain_pairs"]``: per pair, ``sender`` domain (ligand) and ``receiver`` domain
-      (receptor): mean over directed neighbour edges of ``sqrt(L_i R_j) (H_i + H_j) / 2``, and
-      ``n_edges``;
+      (receptor): ``score``, the mean over directed neighbour edges of
+      ``sqrt(L_i R_j) (H_i + H_j) / 2``, and ``n_edges``; across two domains also ``zscore``,
+      ``pval`` and ``padj`` (BH per domain pair) against the background pairs' edge means
+      (inside a domain these are NaN: the per-domain test of ``lr_pairs`` covers it);
     - ``uns["lr"]``: the parameters.
     """
     for name, value, low in (("n_background", n_background, 1), ("n_bins", n_bins, 1)):
@@ -619,12 +623,13 @@ def _score_all(
     by_receiver = [graph @ sparse.diags((codes == d).astype(np.float32)) for d in range(n_dom)]
     by_receiver = [m.tocsr() for m in by_receiver]
     n_ent = int(max(pairs.ligand.max(), pairs.receptor.max())) + 1
-    s_ent = s_all[:, :n_ent]
-    sh_ent = sparse.csr_matrix(s_ent.multiply(h[:, None]))
+    sh_all = sparse.csr_matrix(s_all.multiply(h[:, None]))
+    s_ent, sh_ent = s_all[:, :n_ent], sh_all[:, :n_ent]
 
     obs_sum = np.zeros((n_dom, n_pairs))
     bg_sum = np.zeros((n_dom, len(bg.ligand)))
     edge_sum = np.zeros((n_dom, n_dom, n_pairs))
+    bg_edge_sum = np.zeros((n_dom, n_dom, len(bg.ligand)))
     scores, pvals = [], []
     width = max(n_pairs, len(bg.ligand), s_all.shape[1])
     step = int(np.clip(_CHUNK_ENTRIES // width, 64, max(n_spots, 64)))
@@ -651,17 +656,19 @@ def _score_all(
         # Domain x domain: ligand at i (sender domain), receptor at neighbour j (receiver).
         # Only spots with a neighbour in the receiving domain contribute: mostly that domain's
         # own spots, plus the boundary, so the work is about one pass, not one per domain.
-        s, sh = s[:n_ent], s[:n_ent] * h[rows]
+        # The background needs only the boundary (edges between two domains): inside a domain
+        # the per-domain test above applies.
+        sh = s * h[rows]
         for d in range(n_dom):
             link = by_receiver[d][rows]
             sel = np.flatnonzero(np.diff(link.indptr))
-            if not len(sel):
-                continue
-            n1 = _dense_t(link[sel] @ s_ent)
-            n2 = _dense_t(link[sel] @ sh_ent)
-            edge = np.take(sh[:, sel], pairs.ligand, axis=0) * np.take(n1, pairs.receptor, axis=0)
-            edge += np.take(s[:, sel], pairs.ligand, axis=0) * np.take(n2, pairs.receptor, axis=0)
-            edge_sum[:, d, :] += 0.5 * (edge @ dom[sel]).T
+            edge_sum[:, d, :] += _edge_sums(
+                link[sel], s_ent, sh_ent, s[:n_ent, sel], sh[:n_ent, sel], pairs, dom[sel]
+            ).T
+            cross = sel[codes[rows][sel] != d]
+            bg_edge_sum[:, d, :] += _edge_sums(
+                link[cross], s_all, sh_all, s[:, cross], sh[:, cross], bg, dom[cross]
+            ).T
 
     scores = sparse.vstack(scores, format="csr")
     pvals = sparse.vstack(pvals, format="csc")
@@ -684,8 +691,44 @@ def _score_all(
         _neglog10(pvals),
         _neglog10(padj),
         _domain_table(pairs, domains, counts, bg),
-        _domain_pairs_table(pairs, domains, edge_sum, n_edges),
+        _domain_pairs_table(pairs, domains, edge_sum, bg_edge_sum, n_edges, bg),
     )
+
+
+def _edge_sums(link, s_all, sh_all, s, sh, pairs, dom) -> np.ndarray:
+    """Per pair and sender domain: the sum over directed edges i -> j (``i`` the rows of
+    ``link``, ``j`` its columns) of ``sqrt(L_i R_j) (H_i + H_j) / 2``.
+
+    ``s``/``sh`` are sqrt-expression (times H) of the rows, columns x spots; ``pairs`` has
+    ``ligand`` and ``receptor`` column indices; ``dom`` is the rows' one-hot domains.
+    """
+    if not link.shape[0]:
+        return np.zeros((len(pairs.ligand), dom.shape[1]))
+    n1 = _dense_t(link @ s_all)  # sum_j sqrt(X_j)
+    n2 = _dense_t(link @ sh_all)  # sum_j sqrt(X_j) H_j
+    edge = np.take(sh, pairs.ligand, axis=0) * np.take(n1, pairs.receptor, axis=0)
+    edge += np.take(s, pairs.ligand, axis=0) * np.take(n2, pairs.receptor, axis=0)
+    return 0.5 * (edge @ dom)
+
+
+def _empirical(
+    observed: np.ndarray, null: np.ndarray, pair_cell: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical p-values and z-scores of statistics against their background.
+
+    ``observed`` is (groups, pairs), ``null`` (groups, cells * n): the same statistic of each
+    background pair; a pair is compared with the ``n`` of its cell. Ties count as >=.
+    """
+    n_groups, n_pairs = observed.shape
+    null = null.reshape(n_groups, -1, n)
+    ordered = np.ascontiguousarray(np.sort(null, axis=2).transpose(1, 2, 0))  # cells, n, groups
+    group, pair = np.divmod(np.arange(n_groups * n_pairs), n_pairs)
+    count = _count_at_least(ordered, pair_cell[pair], group, observed.ravel())
+    pval = ((1.0 + count) / (n + 1.0)).reshape(n_groups, n_pairs)
+    centre = null.mean(axis=2)[:, pair_cell]
+    spread = null.std(axis=2, ddof=1)[:, pair_cell] if n > 1 else np.zeros_like(observed)
+    z = np.divide(observed - centre, spread, out=np.zeros_like(observed), where=spread > 0)
+    return pval, z
 
 
 def _neglog10(p: sparse.spmatrix) -> sparse.csr_matrix:
@@ -719,13 +762,7 @@ def _domain_table(
     if domains.labelled:
         counts, names = counts.with_total(), [*names, ALL]
     mean = counts.score / counts.size[:, None]  # (domains, pairs)
-    null = counts.background / counts.size[:, None]
-    null = null.reshape(len(names), bg.n_cells, bg.n)[:, bg.pair_cell, :]  # (domains, pairs, n)
-    # Ties (a background pair equal to the pair itself) count as at least as large.
-    count = (null >= mean[:, :, None] * (1 - 1e-9)).sum(axis=2)
-    pval = (1.0 + count) / (bg.n + 1.0)
-    spread = null.std(axis=2, ddof=1) if bg.n > 1 else np.zeros_like(mean)
-    z = np.divide(mean - null.mean(axis=2), spread, out=np.zeros_like(mean), where=spread > 0)
+    pval, z = _empirical(mean, counts.background / counts.size[:, None], bg.pair_cell, bg.n)
     n_dom, n_pairs = mean.shape
     table = pd.DataFrame(
         {
@@ -746,11 +783,26 @@ def _domain_table(
 
 
 def _domain_pairs_table(
-    pairs: _Pairs, domains: _Domains, edge_sum: np.ndarray, n_edges: np.ndarray
+    pairs: _Pairs,
+    domains: _Domains,
+    edge_sum: np.ndarray,
+    bg_edge_sum: np.ndarray,
+    n_edges: np.ndarray,
+    bg: _Background,
 ) -> pd.DataFrame:
+    """Per pair, sender and receiver domain: mean edge score; across two domains, also its
+    z-score, empirical p and BH padj (per domain pair) against the background pairs'."""
     n_dom, _, n_pairs = edge_sum.shape
     edges = n_edges[:, :, None]
     mean = np.divide(edge_sum, edges, out=np.zeros_like(edge_sum), where=edges > 0)
+    null = np.divide(bg_edge_sum, edges, out=np.zeros_like(bg_edge_sum), where=edges > 0)
+    pval, z = _empirical(mean.reshape(n_dom * n_dom, n_pairs), null, bg.pair_cell, bg.n)
+    tested = ((n_edges > 0) & ~np.eye(n_dom, dtype=bool)).ravel()
+    pval[~tested], z[~tested] = np.nan, np.nan
+    family = np.repeat(np.arange(n_dom * n_dom), n_pairs)
+    padj = np.full(pval.size, np.nan)
+    flat_tested = np.repeat(tested, n_pairs)
+    padj[flat_tested] = _bh_grouped(pval.ravel()[flat_tested], family[flat_tested], n_pairs)
     names = np.asarray(domains.names, dtype=object)
     return pd.DataFrame(
         {
@@ -759,6 +811,9 @@ def _domain_pairs_table(
             "receiver": np.tile(np.repeat(names, n_pairs), n_dom),
             "score": mean.ravel(),
             "n_edges": np.repeat(n_edges.ravel(), n_pairs).astype(int),
+            "zscore": z.ravel(),
+            "pval": pval.ravel(),
+            "padj": padj,
         }
     )
 
