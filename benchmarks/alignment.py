@@ -91,6 +91,27 @@ def layer_agreement(xy_a, labels_a, xy_b, labels_b) -> float:
     return float((labels_a[ok] == labels_b[nearest][ok]).mean())
 
 
+def _paste_compatible_pot() -> None:
+    """paste-bio 1.4's line search takes 5 arguments; POT >= 0.9.2 passes a 6th (the gradient).
+
+    Drop it, so that PASTE runs unchanged on a current POT.
+    """
+    import ot.optim
+
+    cg = ot.optim.cg
+
+    def patched(a, b, M, reg, f, df, G0=None, line_search=None, *args, **kwargs):
+        if line_search is not None:
+            inner = line_search
+
+            def line_search(cost, G, deltaG, Mi, cost_G, *gradient, **kw):
+                return inner(cost, G, deltaG, Mi, cost_G, **kw)
+
+        return cg(a, b, M, reg, f, df, G0, line_search, *args, **kwargs)
+
+    ot.optim.cg = patched
+
+
 def dlpfc() -> pd.DataFrame:
     names = ("151673", "151674")
     raw = {n: spaseg.io.read_h5ad(DATA / f"{n}.h5ad", sample=n) for n in names}
@@ -123,6 +144,7 @@ def dlpfc() -> pd.DataFrame:
     except ImportError:
         print("PASTE skipped: paste-bio is not installed (pip install -e .[bench]).")
         return pd.DataFrame(rows)
+    _paste_compatible_pot()
     a, b = (raw[n][:, raw[n].var_names.isin(joint.var_names)].copy() for n in names)
     with measure() as m, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -394,7 +394,9 @@ def test_read_dispatches(tmp_path):
 
 
 def test_read_unknown_platform(tmp_path):
-    with input_error(field="platform", file=tmp_path, match="supported: 'h5ad', 'table', 'visium'"):
+    with input_error(
+        field="platform", file=tmp_path, match="supported: 'h5ad', 'stereo-seq', 'table', 'visium'"
+    ):
         read(tmp_path, "slide-seq", sample=SAMPLE)
 
 

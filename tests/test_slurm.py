@@ -348,12 +348,18 @@ NODE, N_GPUS, GPU_TYPE = "spaseg-node", 4, "fake"
 TEST_MEMORY_NEED = 20000  # MB: spaseg_train fails below this (scripts/_common.py test hook)
 
 
+def sbin(name: str) -> str:
+    """A SLURM or munge program, also where /usr/sbin is not on PATH."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
+    return shutil.which(name, path=path) or name
+
+
 def run_quietly(command, *, timeout=60, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def install_slurm() -> None:
-    if all(shutil.which(tool) for tool in ("slurmctld", "slurmd", "sbatch", "munged")):
+    if all(sbin(tool) != tool for tool in ("slurmctld", "slurmd", "sbatch", "munged")):
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command, timeout in (
@@ -462,7 +468,7 @@ def slurm_cluster(tmp_path_factory):
         for sub in ("ctld", "spool", "munge"):
             (state / sub).mkdir()
         key, munge_socket = state / "munge/munge.key", state / "munge/socket"
-        run_quietly(["mungekey", "--create", f"--keyfile={key}"], check=True)
+        run_quietly([sbin("mungekey"), "--create", f"--keyfile={key}"], check=True)
         key.chmod(0o600)
         for i in range(N_GPUS):  # gres.conf needs a file per GPU; nothing opens them
             (state / f"gpu{i}").touch()
@@ -480,7 +486,7 @@ def slurm_cluster(tmp_path_factory):
         try:
             start(
                 "munged",
-                "munged",
+                sbin("munged"),
                 "--foreground",
                 "--force",
                 f"--socket={munge_socket}",
@@ -499,8 +505,8 @@ def slurm_cluster(tmp_path_factory):
                 if munge_socket.exists():
                     break
                 time.sleep(0.2)
-            start("slurmctld", "slurmctld", "-D", "-f", str(SLURM_CONF))
-            start("slurmd", "slurmd", "-D", "-f", str(SLURM_CONF), "-N", NODE)
+            start("slurmctld", sbin("slurmctld"), "-D", "-f", str(SLURM_CONF))
+            start("slurmd", sbin("slurmd"), "-D", "-f", str(SLURM_CONF), "-N", NODE)
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 sinfo = run_quietly(["sinfo", "-h", "-N", "-o", "%T"], timeout=20, env=env)

@@ -260,3 +260,16 @@ def test_dlpfc_white_matter_markers(shared_data):
     wm = table[(table["domain"] == "WM") & table["symbol"].isin(["MOBP", "MBP", "PLP1"])]
     assert wm["passes"].all() and wm["log2fc"].between(1.5, 6.0).all()
     assert (wm.index - table.index[table["domain"] == "WM"].min() < 50).all()  # rank < 50
+
+
+def test_plot_without_gene_symbols():
+    """Sections without var["gene_symbols"] (e.g. cell tables) label genes by their name."""
+    import spaseg
+
+    adata = spaseg.datasets.simulate_tissue(3, grid="square", n_rows=12, n_genes=120, seed=0)
+    del adata.var["gene_symbols"]
+    adata.obs["domain"] = adata.obs["domain_truth"]
+    spaseg.pp.normalize_pca(adata, n_comps=5)
+    table = spaseg.tl.svg(adata, groupby="domain")
+    fig = spaseg.pl.svg(adata, table, n_top=2)
+    assert fig.axes

@@ -117,7 +117,10 @@ def _gene_panel(ax, adata: AnnData, xy: np.ndarray, gene: pd.Series, layer: str 
 
 def _dot_plot(ax, table: pd.DataFrame, top: pd.DataFrame, domains: list) -> None:
     genes = list(dict.fromkeys(top["gene"]))  # unique, in panel order
-    labels = {g: _label(row) for g, row in top.drop_duplicates("gene").set_index("gene").iterrows()}
+    labels = {
+        g: _label(row)
+        for g, row in top.drop_duplicates("gene").set_index("gene", drop=False).iterrows()
+    }
     sub = table[table["gene"].isin(genes)]
     frac = sub.pivot(index="gene", columns="domain", values="in_frac").loc[genes, domains]
     mean = sub.pivot(index="gene", columns="domain", values="mean_in").loc[genes, domains]
