@@ -30,8 +30,9 @@ PACKAGE_OF = {
     "torch": "pytorch",
     "yaml": "pyyaml",
 }
-#: Imported, and installed by a pinned package that requires it on conda-forge.
-COMES_WITH = {"pillow": "matplotlib"}
+#: Imported, and installed by a pinned package that requires it on conda-forge. Empty:
+#: pillow (``import spaseg`` loads PIL) is a dependency of its own, pinned in every env.
+COMES_WITH: dict[str, str] = {}
 #: spaseg's imports inside functions (not loaded by ``import spaseg``) -> the rules that reach
 #: them. A new lazy import must be added here, with the rules whose envs need it.
 LAZY_IMPORTS = {

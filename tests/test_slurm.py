@@ -202,6 +202,7 @@ def test_cpu_jobs_are_grouped_per_section():
     groups = {rule: re.search(r'^    group:\n\s+"([^"]+)"', BLOCKS[rule], re.M) for rule in BLOCKS}
     assert {r for r, g in groups.items() if g and g.group(1) == "preprocess"} >= {
         "load",
+        "bin",  # Stereo-seq's first step instead of load
         "qc",
         "plot_qc",
         "normalize_pca",
@@ -235,6 +236,35 @@ def test_dry_run_with_the_slurm_profile_needs_no_slurm(tmp_path):
     assert all("mem_mb=16000" in job and "cpus_per_task=4" in job for job in train)
     others = [job for job in jobs if "resources:" in job and "rule spaseg_train:" not in job]
     assert others and not any("gpu=" in job for job in others)
+
+
+def test_stereoseq_bin_runs_in_the_sections_preprocess_job(tmp_path):
+    """bin -> qc -> plot_qc, normalize_pca of a Stereo-seq section: one cluster job, not two."""
+    gem = tmp_path / "tiny.gem"
+    gem.write_text("geneID\tx\ty\tMIDCount\nGeneA\t10\t20\t1\n")
+    rows = [
+        {"sample": "chip", "path": str(gem), "platform": "stereo-seq", "n_domains": 3},
+        {"sample": "tab", "path": str(REPO / ".test/data/example_table.csv"), "platform": "table"},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    env = {**os.environ, "PATH": no_slurm_path(tmp_path)}
+    result = snakemake(
+        "-n", "--profile", str(SLURM_PROFILE), "--sdm", "env-modules",
+        "--configfile", str(REPO / "config/config.yaml"),
+        "--config", "samples=samples.tsv", "results=results",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, output(result)
+    # Top-level entries (jobs and group jobs) start with an unindented "[<date>]".
+    jobs = re.split(r"^\[[^\]\n]*\]", result.stdout, flags=re.M)
+    with_bin = [job for job in jobs if "rule bin:" in job]
+    assert len(with_bin) == 1, with_bin
+    chip = with_bin[0]
+    assert chip.startswith(" Group job preprocess"), chip[:200]
+    for step in ("qc", "plot_qc", "normalize_pca"):
+        assert f"log: results/logs/{step}/chip.log" in chip, step
+    assert "wildcards: sample=tab" not in chip  # never two sections in one job
+    assert result.stdout.count("Group job preprocess ") == 2  # chip's and tab's (with load)
 
 
 @pytest.mark.parametrize("how", ["copied to the user config", "--workflow-profile"])

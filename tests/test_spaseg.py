@@ -115,3 +115,15 @@ def test_consensus_labels_many_patterns_uses_kmeans_path():
     )
     labels = consensus_labels(runs, 4)
     assert adjusted_rand_score(truth, labels) > 0.95
+
+
+def test_import_does_not_load_torch():
+    """Jobs that never train (QC, PCA, plots) should not pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, spaseg; assert 'torch' not in sys.modules, 'torch imported eagerly'; "
+        "from spaseg.tl import spaseg as f; assert 'torch' in sys.modules and callable(f)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

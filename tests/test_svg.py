@@ -241,6 +241,90 @@ def test_group_mode_links_and_centres_within_sections():
     assert table.loc[_is_planted(table, joint), "score"].median() > 5
 
 
+def _joint(n_sections=2, seed=0, shuffle=True):
+    """Serial sections in one AnnData (same grid, so their coordinates overlap), spots of the
+    sections interleaved when ``shuffle``; log-normalised, true domains as labels."""
+    sections = spaseg.datasets.simulate_sections(
+        n_sections, n_domains=3, n_rows=16, n_genes=120, n_markers=10,
+        marker_fold_change=(6.0, 12.0), seed=seed,
+    )  # fmt: skip
+    keys = [f"sec{k}" for k in range(n_sections)]
+    joint = ad.concat(sections, label="sample", keys=keys, index_unique="-", merge="same")
+    if shuffle:
+        joint = joint[np.random.default_rng(seed).permutation(joint.n_obs)].copy()
+    spaseg.pp.normalize_pca(joint, n_comps=5)
+    joint.obs["domain"] = joint.obs["domain_truth"]
+    return joint
+
+
+def test_group_graph_never_links_sections():
+    joint = _joint(n_sections=3)
+    sample = joint.obs["sample"].to_numpy()
+    # The sections lie on one another: a graph over all spots links them (the test can fail).
+    rows, cols = spatial_knn_graph(joint).nonzero()
+    assert (sample[rows] != sample[cols]).mean() > 0.3
+    graph = spatial_knn_graph(joint, batch_key="sample")
+    rows, cols = graph.nonzero()
+    assert rows.size == 6 * joint.n_obs and (sample[rows] == sample[cols]).all()
+    np.testing.assert_allclose(np.asarray(graph.sum(axis=1)).ravel(), 1.0)
+    for name in ("sec0", "sec1", "sec2"):
+        inside = np.flatnonzero(sample == name)
+        alone = spatial_knn_graph(joint[inside].copy())
+        assert (graph[inside][:, inside] != alone).nnz == 0  # each block: the section alone
+    # A spot alone in its section has no neighbour (and links to no other section).
+    joint.obs["sample"] = joint.obs["sample"].cat.add_categories("single")
+    joint.obs.iloc[0, joint.obs.columns.get_loc("sample")] = "single"
+    lonely = spatial_knn_graph(joint, batch_key="sample")
+    assert lonely[0].nnz == 0 and lonely[:, 0].nnz == 0
+
+
+def test_group_mode_rejects_a_given_graph_across_sections():
+    joint = _joint()
+    joint.obsp["across"] = spatial_knn_graph(joint)
+    with pytest.raises(InputError, match="links spots of different sections"):
+        svg(joint, batch_key="sample", spatial_graph="across", copy=True)
+    joint.obsp["within"] = spatial_knn_graph(joint, batch_key="sample")
+    given = svg(joint, batch_key="sample", spatial_graph="within", copy=True)
+    built = svg(joint, batch_key="sample", copy=True)
+    np.testing.assert_allclose(given["morans_i"], built["morans_i"])
+
+
+def test_group_mode_pools_domains_and_pools_morans_i_per_section():
+    joint = _joint(n_sections=2, seed=4)
+    table = svg(joint, batch_key="sample", copy=True)
+    assert list(table.columns) == TABLE_COLUMNS
+    # Domain tests: one test over the spots of both sections, as without sections.
+    x = joint.X.toarray().astype(np.float64)
+    labels = joint.obs["domain"].astype(str).to_numpy()
+    for gene in (0, 5, 50):
+        for domain in np.unique(labels):
+            inside = labels == domain
+            expected = stats.mannwhitneyu(
+                x[inside, gene], x[~inside, gene], method="asymptotic", use_continuity=False
+            ).pvalue
+            row = _row(table, joint.var_names[gene], domain)
+            assert row["pval"] == pytest.approx(expected, rel=1e-6)
+    # Moran's I: sum over sections of z' W z over sum of z' z, each section centred and
+    # its graph built on it alone.
+    num, den, n, s0 = np.zeros(x.shape[1]), np.zeros(x.shape[1]), 0, 0.0
+    sample = joint.obs["sample"].to_numpy()
+    for name in ("sec0", "sec1"):
+        inside = sample == name
+        w = spatial_knn_graph(joint[inside].copy()).toarray()
+        z = x[inside] - x[inside].mean(axis=0)
+        num += np.einsum("ij,ij->j", z, w @ z)
+        den += np.einsum("ij,ij->j", z, z)
+        n, s0 = n + inside.sum(), s0 + w.sum()
+    expected = pd.Series((n / s0) * num / den, index=joint.var_names)
+    per_gene = table.drop_duplicates("gene").set_index("gene")["morans_i"]
+    np.testing.assert_allclose(per_gene, expected.loc[per_gene.index], rtol=1e-6)
+    # Planted markers are found in the group as they are in one section.
+    planted = _is_planted(table, joint)
+    hits = table["passes"] & planted
+    assert hits.sum() / planted.sum() >= 0.9 and hits.sum() / table["passes"].sum() >= 0.9
+    assert (table.loc[planted, "morans_padj"] < 0.05).mean() >= 0.9
+
+
 def test_plot(tmp_path):
     adata = _planted()
     table = svg(adata)

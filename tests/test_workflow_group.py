@@ -11,11 +11,22 @@ import pytest
 from test_workflow import output, snakemake, write_sheet
 
 from spaseg.datasets._sim_serial import simulate_serial_sections
+from spaseg.tl import morans_i
+from spaseg.tl._svg import TABLE_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / ".test/config_group/config.yaml"
 SHEET = REPO / ".test/config_group/samples.tsv"
-GROUP_FILES = ["domains.h5ad", "transforms.tsv", "domains.png", "aligned_3d.png", "aligned_3d.html"]
+GROUP_FILES = [
+    "domains.h5ad", "transforms.tsv", "domains.png", "aligned_3d.png", "aligned_3d.html",
+    "svg.tsv", "svg.png",
+]  # fmt: skip
+# svg.tsv's leading columns, as README.md's output table lists them.
+SVG_COLUMNS = [
+    "gene", "symbol", "domain", "log2fc", "pval", "padj", "in_frac", "out_frac", "morans_i",
+    "morans_padj", "passes", "fails",
+]  # fmt: skip
+GROUP_RULES = ("joint_pca", "joint_spaseg", "align", "plot_group", "svg_group")
 
 
 def write_sections(folder: Path) -> list[ad.AnnData]:
@@ -66,9 +77,43 @@ def test_group_run_outputs(group_run):
         part = ad.read_h5ad(results / f"groups/stack/samples/section{k}.h5ad")
         assert part.n_obs == (joint.obs["sample"] == f"section{k}").sum()
         assert set(part.obs["domain"]) <= set(joint.obs["domain"])
-    for rule in ("joint_pca", "joint_spaseg", "align", "plot_group"):
+    for rule in GROUP_RULES:
         assert (results / "logs" / rule / "stack.log").is_file()
         assert (results / "benchmarks" / rule / "stack.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_group_svg(group_run):
+    """svg_group: the documented table over the joint data, Moran's I within each section."""
+    results, run, _ = group_run
+    assert run.returncode == 0, output(run)
+    joint = ad.read_h5ad(results / "groups/stack/domains.h5ad")
+    table = pd.read_csv(results / "groups/stack/svg.tsv", sep="\t", dtype={"domain": str})
+    assert list(table.columns) == TABLE_COLUMNS and TABLE_COLUMNS[: len(SVG_COLUMNS)] == SVG_COLUMNS
+    domains = sorted(joint.obs["domain"].astype(str).unique())
+    assert len(table) == joint.n_vars * len(domains)
+    assert sorted(table["domain"].unique()) == domains
+    for domain, part in table.groupby("domain"):
+        assert sorted(part["gene"]) == sorted(joint.var_names), domain
+    assert table["passes"].dtype == bool
+    assert (table["passes"] == table["fails"].isna()).all()  # "" (no failed filter) if it passes
+    # Each learned domain has clearly enriched genes over the group (the simulated markers are
+    # only about two-fold: below the SVG filters' fold change, so none need pass).
+    best = table.sort_values("score", ascending=False).groupby("domain").head(1)
+    assert len(best) == len(domains)
+    assert (best["padj"] < 1e-6).all() and (best["log2fc"] > 0.5).all(), best
+    # Moran's I finds the simulated domain markers, and hardly any other gene.
+    role = joint.var["gene_role"].astype(str)
+    spatial = table.drop_duplicates("gene").set_index("gene")["morans_padj"] < 0.05
+    assert spatial[role.index[role == "marker"]].mean() >= 0.8
+    assert spatial[role.index[role != "marker"]].mean() <= 0.1
+    # Moran's I of the group: graph and centring per section (batch_key="sample"), which
+    # differs from one graph over the stacked sections.
+    per_gene = table.drop_duplicates("gene").set_index("gene")["morans_i"]
+    within = morans_i(joint, batch_key="sample")["morans_i"].loc[per_gene.index]
+    np.testing.assert_allclose(per_gene, within, rtol=1e-6, equal_nan=True)
+    across = morans_i(joint)["morans_i"].loc[per_gene.index]
+    assert not np.allclose(per_gene, across, equal_nan=True)
 
 
 # --- bad group settings: rejected before any job runs ----------------------------------------
@@ -111,8 +156,8 @@ def test_group_dry_run_and_unknown_group(tmp_path):
     args = ["-n", "--cores", "1", "--config", f"samples={sheet}", f"results={results}"]
     result = snakemake(*args, workdir=tmp_path)
     assert result.returncode == 0, output(result)
-    for rule in ("joint_pca", "joint_spaseg", "align", "plot_group"):
-        assert rule in result.stdout
+    for rule in GROUP_RULES:
+        assert f"rule {rule}:" in result.stdout, rule
     target = f"{results}/groups/nope/domains.h5ad"
     unknown = snakemake("-n", target, *args[1:], workdir=tmp_path)
     assert unknown.returncode != 0

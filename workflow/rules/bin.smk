@@ -8,6 +8,9 @@ rule bin:
         f"{RESULTS}/logs/bin/{{sample}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/bin/{{sample}}.tsv"
+    # Cluster runs: Stereo-seq's first step, in the section's job before training (as load).
+    group:
+        "preprocess"
     conda:
         "../../envs/bin.yaml"
     threads: 2

@@ -312,6 +312,8 @@ def group_outputs():
         "domains.png",
         "aligned_3d.png",
         "aligned_3d.html",
+        "svg.tsv",
+        "svg.png",
     ]
     return expand(f"{RESULTS}/groups/{{group}}/{{file}}", group=groups, file=files)
 

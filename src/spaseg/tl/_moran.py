@@ -46,8 +46,11 @@ def spatial_knn_graph(
     n_neighbors
         Neighbours per spot (fewer in a section with fewer spots).
     batch_key
-        ``obs`` column naming each spot's section (e.g. ``"sample"`` for a group's joint data);
-        spots are only linked within their section. ``None``: one section.
+        ``obs`` column naming each spot's section (e.g. ``"sample"`` for a group's joint data):
+        the neighbours of a spot are searched among the spots of its own section only, so no
+        edge ever links two sections, even where their coordinates overlap (as serial
+        sections' do). Each section's block equals the graph of that section alone.
+        ``None``: one section.
 
     Returns
     -------
@@ -113,7 +116,11 @@ def resolve_graph(
     n_neighbors: int,
     batch_key: str | None,
 ) -> sparse.csr_matrix:
-    """The row-standardised graph to use: built, taken from ``obsp``, or given."""
+    """The row-standardised graph to use: built, taken from ``obsp``, or given.
+
+    With ``batch_key``, a graph taken from ``obsp`` or given must not link spots of different
+    sections (:class:`InputError` otherwise).
+    """
     if spatial_graph is None:
         return spatial_knn_graph(adata, n_neighbors=n_neighbors, batch_key=batch_key)
     if isinstance(spatial_graph, str):
@@ -131,7 +138,26 @@ def resolve_graph(
             f"graph is {spatial_graph.shape}, expected {(adata.n_obs, adata.n_obs)}.",
             field="spatial_graph",
         )
-    return row_standardise(spatial_graph)
+    graph = row_standardise(spatial_graph)
+    if batch_key is not None:
+        _check_within_sections(adata, graph, batch_key)
+    return graph
+
+
+def _check_within_sections(adata: AnnData, graph: sparse.csr_matrix, batch_key: str) -> None:
+    sections = _sections(adata, batch_key)
+    section_of = np.empty(adata.n_obs, dtype=np.int64)
+    for k, members in enumerate(sections):
+        section_of[members] = k
+    rows, cols = graph.nonzero()
+    crossing = int((section_of[rows] != section_of[cols]).sum())
+    if crossing:
+        raise InputError(
+            f"the spatial graph links spots of different sections ({crossing} edges) while "
+            f"obs[{batch_key!r}] names the sections; leave spatial_graph=None to build one per "
+            "section, or build it with spaseg.tl.spatial_knn_graph(adata, batch_key=...).",
+            field="spatial_graph",
+        )
 
 
 def morans_i(
@@ -158,8 +184,8 @@ def morans_i(
         Neighbours per spot of the built graph.
     batch_key
         ``obs`` column of sections (a group's joint data): spots are only linked within their
-        section, and each gene is centred per section, so differences between sections do
-        not count as spatial autocorrelation.
+        section (a given ``spatial_graph`` must not link sections), and each gene is centred
+        per section, so differences between sections do not count as spatial autocorrelation.
 
     Returns
     -------

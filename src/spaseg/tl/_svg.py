@@ -120,6 +120,14 @@ def svg(
     (:func:`spaseg.tl.morans_i`), its *global* spatial score; a smooth gradient is globally
     spatial without belonging to a domain.
 
+    *Group mode* (``batch_key``, e.g. ``"sample"`` on a group's joint data with shared domain
+    labels): each domain is tested against the rest over the spots of all sections together,
+    so a gene must mark the domain in the group as a whole. Moran's I uses a neighbour graph
+    built within each section (:func:`spaseg.tl.spatial_knn_graph` with ``batch_key``): no spot
+    is ever linked to a spot of another section, even where their coordinates overlap (as
+    serial sections' do), and each gene is centred per section, so a gene that only differs
+    between sections is not spatial.
+
     Fold changes are on the normalised (not log) scale::
 
         log2fc = log2((mean_in + pseudocount) / (mean_out + pseudocount))
@@ -156,12 +164,14 @@ def svg(
         zero, the normal approximation of the rank-sum test is far too optimistic.
     spatial_graph, n_neighbors
         Graph for Moran's I: ``None`` builds a ``n_neighbors``-nearest-neighbour graph on
-        ``obsm["spatial"]``; a key of ``obsp`` or a spots x spots matrix is used as given.
+        ``obsm["spatial"]`` (per section with ``batch_key``); a key of ``obsp`` or a
+        spots x spots matrix is used as given (with ``batch_key`` it must not link sections).
         Always row-standardised.
     batch_key
         ``obs`` column naming sections, for a group's joint data (e.g. ``"sample"``): the
         domain tests run on all spots of the group together, while the spatial graph only
-        links spots of the same section and Moran's I centres genes per section.
+        links spots of the same section and Moran's I centres genes per section (group mode,
+        above).
     symbol_key
         ``var`` column of gene symbols, copied to ``symbol`` where present.
     key_added
