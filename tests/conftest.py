@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import anndata as ad
@@ -11,9 +12,20 @@ import pytest
 import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+RULES = Path(__file__).resolve().parents[1] / "workflow" / "rules"
 
 # Results depend slightly on the thread count; fix it so tests are reproducible anywhere.
 torch.set_num_threads(1)
+
+
+def rule_blocks() -> dict[str, str]:
+    """Rule name -> its block, from the snakefmt-formatted .smk files."""
+    blocks = {}
+    for smk in sorted(RULES.glob("*.smk")):
+        parts = re.split(r"^rule (\w+):\n", smk.read_text(), flags=re.M)
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            blocks[name] = re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]
+    return blocks
 
 
 def hex_section(n_rows: int = 16, n_cols: int = 16, n_bands: int = 3, seed: int = 0):

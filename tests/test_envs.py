@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import rule_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "workflow" / "rules"
@@ -45,16 +46,6 @@ LAZY_IMPORTS = {
 CHANNELS = {"conda-forge", "bioconda", "nodefaults"}
 CONDA_PIN = re.compile(r"([A-Za-z0-9_.-]+)(==|=)([0-9][^\s=]*)(?:=(\S+))?")
 PIP_PIN = re.compile(r"([A-Za-z0-9_.\-\[\]]+)==([0-9]\S*)")
-
-
-def rule_blocks() -> dict[str, str]:
-    """Rule name -> its block, from the snakefmt-formatted .smk files."""
-    blocks = {}
-    for smk in sorted(RULES.glob("*.smk")):
-        parts = re.split(r"^rule (\w+):\n", smk.read_text(), flags=re.M)
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            blocks[name] = re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]
-    return blocks
 
 
 def directive(body: str, name: str) -> str | None:

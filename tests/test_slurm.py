@@ -27,6 +27,7 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
+from conftest import rule_blocks
 
 from spaseg.datasets._simulate import simulate_tissue
 
@@ -41,15 +42,6 @@ SITE_VARIABLES = (
     "SPASEG_SLURM_GPU_PARTITION",
     "SPASEG_SLURM_GPU_MODEL",
 )
-
-
-def rule_blocks() -> dict[str, str]:
-    blocks = {}
-    for smk in sorted(RULES.glob("*.smk")):
-        parts = re.split(r"^rule (\w+):\n", smk.read_text(), flags=re.M)
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            blocks[name] = re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]
-    return blocks
 
 
 BLOCKS = rule_blocks()
