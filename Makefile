@@ -33,7 +33,7 @@ demo: install $(DEMO)/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO)/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO)/config.yaml --report $(DEMO)/report.html
 	@echo
-	@echo "Results: $(DEMO)/results/<sample>/ (qc.h5ad, qc.png, pca.h5ad, domains.h5ad, domains.png)"
+	@echo "Results: $(DEMO)/results/<sample>/ (qc, pca, domains, svg: .h5ad/.png/.tsv)"
 	@echo "Report:  $(DEMO)/report.html"
 
 $(DEMO)/config.yaml: | $(STAMP)
