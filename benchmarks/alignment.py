@@ -9,32 +9,50 @@
 2. DLPFC 151673 -> 151674 (adjacent sections): layer agreement of aligned neighbours (share of
    labelled 151673 spots whose nearest aligned 151674 spot has the same ``layer_guess``) for
    the raw coordinates, spaseg.tl.align and PASTE (``paste-bio``, ``pairwise_align`` with its
-   defaults, then ``stack_slices_pairwise``), with time and peak memory. PASTE is skipped with
-   a message when ``paste-bio`` is not installed (``pip install -e .[bench]``).
-3. Memory and time of registering two 50 k-spot sections (synthetic features on a hex
-   lattice under a known rigid motion).
+   defaults, then ``stack_slices_pairwise``), with wall time, CPU time and peak memory. PASTE
+   is left out with ``--skip paste``, and skipped with a message when ``paste-bio`` is not
+   installed (``pip install -e .[bench]``).
+3. Memory and time of aligning two 50 k-spot sections (synthetic features on a hex lattice
+   under a known rigid motion): the rigid registration alone, then ``spaseg.tl.align``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
+from anndata import AnnData
 from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure  # noqa: E402
+from _measure import measure as _measure_wall  # noqa: E402
 from dlpfc import DATA  # noqa: E402
 
 import spaseg  # noqa: E402
 from spaseg.datasets._sim_serial import rigid_matrix, simulate_serial_sections  # noqa: E402
 from spaseg.tl._register import Rigid, register  # noqa: E402
+
+
+@contextmanager
+def measure():
+    """Wall time and peak memory (``_measure``) plus this process's CPU time (``cpu_seconds``).
+
+    On a shared machine the wall time depends on the load; CPU time (all threads) much less.
+    """
+    proc = psutil.Process()
+    before = sum(proc.cpu_times()[:2])
+    with _measure_wall() as m:
+        yield m
+    m.cpu_seconds = sum(proc.cpu_times()[:2]) - before
 
 
 def transform_errors(sections, joint) -> list[dict]:
@@ -112,7 +130,7 @@ def _paste_compatible_pot() -> None:
     ot.optim.cg = patched
 
 
-def dlpfc() -> pd.DataFrame:
+def dlpfc(paste_too: bool = True) -> pd.DataFrame:
     names = ("151673", "151674")
     raw = {n: spaseg.io.read_h5ad(DATA / f"{n}.h5ad", sample=n) for n in names}
     sections = {n: spaseg.pp.qc(a.copy(), sample=n) for n, a in raw.items()}
@@ -135,10 +153,13 @@ def dlpfc() -> pd.DataFrame:
             method="spaseg.tl.align (joint PCA + alignment)",
             agreement=layer_agreement(aligned[0], labels[0], aligned[1], labels[1]),
             seconds=m.seconds,
+            cpu_seconds=m.cpu_seconds,
             peak_mb=m.peak_mb,
             rotation_deg=joint.uns["align"]["rotation_deg"][1],
         )
     )
+    if not paste_too:
+        return pd.DataFrame(rows)
     try:
         import paste
     except ImportError:
@@ -160,14 +181,16 @@ def dlpfc() -> pd.DataFrame:
                 labels[1],
             ),  # fmt: skip
             seconds=m.seconds,
+            cpu_seconds=m.cpu_seconds,
             peak_mb=m.peak_mb,
         )
     )
     return pd.DataFrame(rows)
 
 
-def large(n_spots: int = 50_000) -> dict:
-    """Two synthetic sections of ``n_spots`` hex spots each; registration time and memory."""
+def large(n_spots: int = 50_000) -> list[dict]:
+    """Two synthetic sections of ``n_spots`` hex spots each; time and memory of ``register``
+    and of the whole ``spaseg.tl.align``."""
     rng = np.random.default_rng(0)
     side = int(np.sqrt(n_spots / 0.785 / 0.866)) + 2
     row, col = np.divmod(np.arange(side * side), side)
@@ -183,7 +206,40 @@ def large(n_spots: int = 50_000) -> dict:
     with measure() as m:
         found = register(xy, fixed_f, motion.apply(truth), moving_f)
     err = np.linalg.norm(found.apply(motion.apply(truth)) - truth, axis=1).mean() / 100.0
-    return dict(n_spots=len(xy), seconds=m.seconds, peak_mb=m.peak_mb, mean_error_spacings=err)
+    rows = [
+        dict(
+            step="register (rigid step)",
+            n_spots=len(xy),
+            seconds=m.seconds,
+            cpu_seconds=m.cpu_seconds,
+            peak_mb=m.peak_mb,
+            mean_error_spacings=err,
+        )
+    ]
+    # The whole spaseg.tl.align on one AnnData of both sections (features in obsm["X_pca"]).
+    both = AnnData(
+        obs=pd.DataFrame(
+            {"sample": pd.Categorical(["a"] * len(xy) + ["b"] * len(xy))},
+            index=[f"s{i}" for i in range(2 * len(xy))],
+        )
+    )
+    both.obsm["spatial"] = np.vstack([xy, motion.apply(truth)])
+    both.obsm["X_pca"] = np.vstack([fixed_f, moving_f])
+    del fixed_f, moving_f, signal
+    with measure() as m:
+        spaseg.tl.align(both, n_features=6)
+    aligned = both.obsm["spatial_aligned"][len(xy) :]
+    rows.append(
+        dict(
+            step="spaseg.tl.align (2 sections)",
+            n_spots=len(xy),
+            seconds=m.seconds,
+            cpu_seconds=m.cpu_seconds,
+            peak_mb=m.peak_mb,
+            mean_error_spacings=np.linalg.norm(aligned - truth, axis=1).mean() / 100.0,
+        )
+    )
+    return rows
 
 
 def main(argv=None) -> None:
@@ -193,11 +249,12 @@ def main(argv=None) -> None:
         "--n-rows", type=int, default=40, help="capture rows of a simulated section"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/alignment"))
-    parser.add_argument("--skip", nargs="*", default=[], choices=["sim", "dlpfc", "large"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sim", "dlpfc", "paste", "large"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
+    print(f"load average at start (1, 5, 15 min): {os.getloadavg()}, CPUs: {os.cpu_count()}")
 
     if "sim" not in args.skip:
         sim = simulated(args.seeds, args.n_rows)
@@ -215,13 +272,16 @@ def main(argv=None) -> None:
         )
         print(summary.round(3).to_markdown())
     if "dlpfc" not in args.skip and DATA.exists():
-        table = dlpfc()
+        table = dlpfc(paste_too="paste" not in args.skip)
         table.to_csv(args.out / "dlpfc.tsv", sep="\t", index=False)
         print("\n## DLPFC 151673 -> 151674: layer agreement of aligned neighbours\n")
         print(table.round(4).to_markdown(index=False))
     if "large" not in args.skip:
         print("\n## Two 50 k-spot sections (synthetic features)\n")
-        print(pd.DataFrame([large()]).round(3).to_markdown(index=False))
+        big = pd.DataFrame(large())
+        big.to_csv(args.out / "large.tsv", sep="\t", index=False)
+        print(big.round(3).to_markdown(index=False))
+    print(f"\nload average at end (1, 5, 15 min): {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -88,11 +88,25 @@ def test_z_orders_the_stack():
     assert joint.uns["align"]["reference"] == "section1"
 
 
+def test_sections_with_different_gene_sets():
+    """Each section measured its own genes (as the DLPFC files): aligned on the shared ones."""
+    sections, _ = serial(2, rotations=[0, 140], n_genes=100)
+    own = [sections[0][:, :80].copy(), sections[1][:, 25:].copy()]  # 55 genes in common
+    joint = spaseg.pp.joint_normalize_pca(
+        {s.obs["sample"].iloc[0]: s for s in own}, n_comps=6, min_shared_genes=40
+    )
+    assert joint.n_vars == 55
+    spaseg.tl.align(joint)
+    err = errors(sections, joint)
+    assert (err[:, 0] < 3.0).all() and (err[:, 1] < 1.5).all(), err
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"z": {"section0": 1.0, "section1": 1.0}}, r"share z = 1"),
-        ({"z": {"section0": 1.0, "nope": 2.0}}, r"unknown section\(s\) \['nope'\]"),
+        ({"z": {"section0": 1.0, "section1": 1.0}}, r"group 'g'.*share z = 1"),
+        ({"z": {"section0": 1.0, "nope": 2.0}}, r"group 'g'.*unknown section\(s\) \['nope'\]"),
+        ({"z": {"section0": 1.0}}, r"group 'g'.*no z for section\(s\) \['section1'\]"),
         ({"order": ["section1"]}, r"every section once"),
         ({"use_rep": "missing"}, r"neither in obsm nor in obs"),
     ],
