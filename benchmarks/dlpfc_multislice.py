@@ -3,19 +3,28 @@
     python benchmarks/dlpfc_multislice.py [--seeds 0 1 2 3 4] [--out benchmarks/out/dlpfc_multislice]
 
 The four sections are analysed as one group (shared genes, joint normalisation and PCA,
-per-section standardisation, one network, one label set); ``--harmony-spaseg`` adds the same
-on Harmony-corrected PCs. Scored: ARI against ``layer_guess`` on 151673 and 151674, the labelled sections ("NA"
-left out). 151675 and 151676 have no labels here; their joint labels are written to the output
-folder for independent scoring and were never looked at for tuning. In the same run, on the
-same data: single-section SpaSEG on 151673 and 151674 (the library defaults), and Harmony +
-Leiden on the joint PCs (resolution bisected to 7 clusters).
+per-section standardisation, one network, one label set). Scored: ARI against ``layer_guess``
+on 151673 and 151674, the labelled sections ("NA" left out). 151675 and 151676 have no labels
+here; their joint labels are written to ``joint_labels.tsv`` in the output folder for
+independent scoring and were never looked at for tuning. In the same run, on the same data:
+single-section SpaSEG on 151673 and 151674 (the library defaults), and Harmony + Leiden on the
+joint PCs (resolution bisected to 7 clusters).
+
+``--parts`` picks what runs (default ``leiden joint single``; ``harmony`` adds joint SpaSEG on
+Harmony-corrected PCs); ``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint
+settings. Runs are deterministic for a given seed and thread count, so the parts and seeds
+can be split over several processes (each with its own ``--out``) and their tables printed
+together with ``--report DIR DIR ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +42,7 @@ import spaseg  # noqa: E402
 log = logging.getLogger("benchmark")
 SECTIONS = ("151673", "151674", "151675", "151676")
 LABELLED = ("151673", "151674")
+PARTS = ("leiden", "joint", "harmony", "single")
 
 
 def load_sections() -> dict:
@@ -53,6 +63,7 @@ def joint_rows(joint, variant: str, seeds, labels: pd.DataFrame, kwargs: dict) -
     use_rep = joint.uns["joint_pca"]["use_rep"]
     sample = joint.obs["sample"].astype(str)
     for seed in seeds:
+        cpu = time.process_time()
         with measure() as m:
             spaseg.tl.spaseg(
                 joint,
@@ -63,8 +74,18 @@ def joint_rows(joint, variant: str, seeds, labels: pd.DataFrame, kwargs: dict) -
                 log_every=0,
                 **kwargs,
             )
+        cpu = time.process_time() - cpu
         labels[f"{variant}_seed{seed}"] = joint.obs["domain"].astype(str)
-        log.warning("%s seed %d: %.0f s", variant, seed, m.seconds)
+        info = joint.uns["spaseg"]
+        log.warning(
+            "%s seed %d: %.0f s (CPU %.0f s), iterations %s, labels at stop %s",
+            variant,
+            seed,
+            m.seconds,
+            cpu,
+            info["iterations"].tolist(),
+            info["labels_at_stop"].tolist(),
+        )
         for name in LABELLED:
             sel = (sample == name).to_numpy()
             truth = joint.obs["layer_guess"][sel].astype(str)
@@ -75,9 +96,11 @@ def joint_rows(joint, variant: str, seeds, labels: pd.DataFrame, kwargs: dict) -
                     seed=seed,
                     ari=score(truth, joint.obs["domain"][sel]),
                     seconds=m.seconds,
+                    cpu_s=cpu,
                     peak_mb=m.peak_mb,
                 )
             )
+        log.warning("%s seed %d: ARI %s", variant, seed, [round(r["ari"], 3) for r in rows[-2:]])
     return rows
 
 
@@ -88,10 +111,11 @@ def single_rows(sections: dict, seeds, labels: dict) -> list[dict]:
         adata = sections[name].copy()
         spaseg.pp.normalize_pca(adata, n_comps=15, sample=name)
         for seed in seeds:
+            cpu = time.process_time()
             with measure() as m:
                 spaseg.tl.spaseg(adata, n_domains=7, seed=seed, sample=name, log_every=0)
+            cpu = time.process_time() - cpu
             labels[name][f"single_seed{seed}"] = adata.obs["domain"].astype(str)
-            log.warning("single %s seed %d: %.0f s", name, seed, m.seconds)
             rows.append(
                 dict(
                     section=name,
@@ -99,8 +123,12 @@ def single_rows(sections: dict, seeds, labels: dict) -> list[dict]:
                     seed=seed,
                     ari=score(truth_of(adata, name), adata.obs["domain"]),
                     seconds=m.seconds,
+                    cpu_s=cpu,
                     peak_mb=m.peak_mb,
                 )
+            )
+            log.warning(
+                "single %s seed %d: %.0f s, ARI %.3f", name, seed, m.seconds, rows[-1]["ari"]
             )
     return rows
 
@@ -111,8 +139,10 @@ def harmony_leiden_rows(joint, seeds, labels: pd.DataFrame) -> list[dict]:
     rep = joint.copy()
     rep.obsm["X_pca"] = joint.obsm["X_pca_harmony"]
     for seed in seeds:
+        cpu = time.process_time()
         with measure() as m:
             ld = leiden_n_clusters(rep, 7, seed, transformer="sklearn")
+        cpu = time.process_time() - cpu
         labels[f"harmony_leiden_seed{seed}"] = ld
         for name in LABELLED:
             sel = (sample == name).to_numpy()
@@ -123,10 +153,34 @@ def harmony_leiden_rows(joint, seeds, labels: pd.DataFrame) -> list[dict]:
                     seed=seed,
                     ari=score(joint.obs["layer_guess"][sel].astype(str), np.asarray(ld)[sel]),
                     seconds=m.seconds,
+                    cpu_s=cpu,
                     peak_mb=m.peak_mb,
                 )
             )
     return rows
+
+
+def options(args) -> str:
+    """The joint settings that differ from the defaults, for the method names."""
+    extra = [f"{args.n_comps} PCs"] if args.n_comps != 15 else []
+    extra += ["scaled PCA"] if args.scale else []
+    extra += [args.spaseg] if args.spaseg else []
+    return f" ({', '.join(extra)})" if extra else ""
+
+
+def print_tables(df: pd.DataFrame) -> None:
+    """Accuracy, time and memory tables of the rows of one or more runs."""
+    pd.set_option("display.width", 200)
+    print("\n## ARI vs layer_guess (7 domains), per seed\n")
+    acc = df.pivot_table(index=["method", "section"], columns="seed", values="ari")
+    acc["mean"], acc["min"], acc["max"] = acc.mean(axis=1), acc.min(axis=1), acc.max(axis=1)
+    print(acc.round(3).to_markdown())
+    print("\n## Mean ARI over 151673 and 151674 (all seeds)\n")
+    print(df.groupby("method")["ari"].agg(["mean", "min", "max"]).round(3).to_markdown())
+    print("\n## Time per run (wall s, process CPU s) and peak memory (MB), mean over seeds\n")
+    per_run = df.drop_duplicates(["method", "seed", "seconds"])
+    columns = [c for c in ("seconds", "cpu_s", "peak_mb") if c in df]
+    print(per_run.groupby("method")[columns].mean().round(1).to_markdown())
 
 
 def main(argv=None) -> None:
@@ -134,27 +188,61 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/dlpfc_multislice"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-comps", type=int, default=15)
-    parser.add_argument("--skip-single", action="store_true", help="joint runs only")
+    parser.add_argument("--n-comps", type=int, default=15, help="joint PCs")
+    parser.add_argument("--scale", action="store_true", help="joint PCA on gene-scaled data")
     parser.add_argument(
-        "--harmony-spaseg", action="store_true", help="also joint SpaSEG on Harmony PCs"
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=["leiden", "joint", "single"],
+        help="leiden: Harmony + Leiden; joint: joint SpaSEG; harmony: joint SpaSEG on Harmony "
+        "PCs; single: single-section SpaSEG (library defaults)",
     )
-    parser.add_argument("--spaseg", default="", help="extra spaseg.tl.spaseg kwargs, k=v,...")
+    parser.add_argument("--spaseg", default="", help="extra joint spaseg.tl.spaseg kwargs, k=v,...")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        help="only print the tables of earlier runs (their --out folders) together",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        tables = []
+        for folder in args.report:  # name the joint runs by the settings they ran with
+            table = pd.read_csv(folder / "runs.tsv", sep="\t")
+            ran = parser.parse_args((folder / "command.txt").read_text().split()[1:])
+            joint = table["method"].str.startswith(("SpaSEG joint", "Harmony + Leiden"))
+            if not table.loc[joint, "method"].str.endswith(")").any():  # runs named before
+                table.loc[joint, "method"] += options(ran)
+            tables.append(table)
+        df = pd.concat(tables)
+        key = ["method", "section", "seed"]
+        if df.groupby(key)["ari"].nunique().max() > 1:
+            sys.exit("the folders disagree on a run's ARI (different settings or code?)")
+        print_tables(df.drop_duplicates(key, keep="last"))  # a rerun of a run: keep one
+        return
     if not DATA.exists():
         sys.exit(f"DLPFC data not found at {DATA}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    extra = {k: eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)}
+    extra = {
+        k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)
+    }
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "command.txt").write_text(" ".join(sys.argv) + "\n")
+    load_start = os.getloadavg()
 
     sections = load_sections()
     rows, cost = [], []
     joints = {}
-    for harmony in (False, True):
+    need_harmony = {"leiden", "harmony"} & set(args.parts)
+    for harmony in (False, True) if need_harmony else (False,):
         with measure() as m:
             joint = spaseg.pp.joint_normalize_pca(
-                {k: v.copy() for k, v in sections.items()}, n_comps=args.n_comps, harmony=harmony
+                {k: v.copy() for k, v in sections.items()},
+                n_comps=args.n_comps,
+                scale=args.scale,
+                harmony=harmony,
             )
         joints[harmony] = joint
         cost.append(dict(stage=f"joint_normalize_pca harmony={harmony}", seconds=m.seconds))
@@ -162,36 +250,38 @@ def main(argv=None) -> None:
 
     joint_labels = pd.DataFrame(index=joints[False].obs_names)
     joint_labels["sample"] = joints[False].obs["sample"].astype(str)
-    rows += harmony_leiden_rows(joints[True], args.seeds, joint_labels)
-    rows += joint_rows(joints[False], "SpaSEG joint", args.seeds, joint_labels, extra)
-    pd.DataFrame(rows).to_csv(args.out / "runs.tsv", sep="\t", index=False)  # so far
-    joint_labels.to_csv(args.out / "joint_labels.tsv", sep="\t")
-    if args.harmony_spaseg:
-        variant = "SpaSEG joint + Harmony"
-        rows += joint_rows(joints[True], variant, args.seeds, joint_labels, extra)
+
+    def save():
+        pd.DataFrame(rows).to_csv(args.out / "runs.tsv", sep="\t", index=False)
         joint_labels.to_csv(args.out / "joint_labels.tsv", sep="\t")
 
-    if not args.skip_single:
+    if "leiden" in args.parts:
+        leiden = harmony_leiden_rows(joints[True], args.seeds, joint_labels)
+        rows += [{**row, "method": row["method"] + options(args)} for row in leiden]
+        save()
+    if "joint" in args.parts:
+        variant = "SpaSEG joint" + options(args)
+        rows += joint_rows(joints[False], variant, args.seeds, joint_labels, extra)
+        save()
+    if "harmony" in args.parts:
+        variant = "SpaSEG joint + Harmony" + options(args)
+        rows += joint_rows(joints[True], variant, args.seeds, joint_labels, extra)
+        save()
+    if "single" in args.parts:
         single = {name: pd.DataFrame(index=sections[name].obs_names) for name in LABELLED}
         rows += single_rows(sections, args.seeds, single)
+        save()
         for name, table in single.items():
             table.to_csv(args.out / f"{name}_single_labels.tsv", sep="\t")
 
-    df = pd.DataFrame(rows)
-    df.to_csv(args.out / "runs.tsv", sep="\t", index=False)
-    pd.set_option("display.width", 200)
-    print(f"\n{len(SECTIONS)} sections, {n_genes} shared genes, {args.n_comps} PCs")
-    print("\n## ARI vs layer_guess (7 domains), per seed\n")
-    acc = df.pivot_table(index=["method", "section"], columns="seed", values="ari")
-    acc["mean"], acc["min"], acc["max"] = acc.mean(axis=1), acc.min(axis=1), acc.max(axis=1)
-    print(acc.round(3).to_markdown())
-    print("\n## Mean ARI over 151673 and 151674 (all seeds)\n")
-    print(df.groupby("method")["ari"].agg(["mean", "min", "max"]).round(3).to_markdown())
-    print("\n## Time (s) and peak memory (MB) per run, mean over seeds\n")
-    per_run = df.drop_duplicates(["method", "seed", "seconds"])
-    print(per_run.groupby("method")[["seconds", "peak_mb"]].mean().round(1).to_markdown())
+    print(f"\n{len(SECTIONS)} sections, {n_genes} shared genes, {args.n_comps} joint PCs")
+    print(f"joint options: scale={args.scale}, spaseg={extra or 'defaults'}, seeds {args.seeds}")
+    print_tables(pd.DataFrame(rows))
+    print()
     print(pd.DataFrame(cost).round(2).to_markdown(index=False))
-    print(f"\nJoint labels of all four sections: {args.out}/joint_labels.tsv")
+    load_end = os.getloadavg()
+    print(f"\nLoad average (1/5/15 min) at start {load_start}, at end {load_end}")
+    print(f"Joint labels of all four sections: {args.out}/joint_labels.tsv")
 
 
 if __name__ == "__main__":

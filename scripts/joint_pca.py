@@ -21,7 +21,7 @@ sections = {
 }
 joint = spaseg.pp.joint_normalize_pca(
     sections,
-    **params.pca,
+    **{**params.pca, "scale": params.group["scale"]},
     harmony=params.group["harmony"],
     min_shared_genes=params.group["min_shared_genes"],
     seed=params.seed,

@@ -60,7 +60,8 @@ def test_joint_labels_consistent_across_sections():
     """Sections of one tissue get the same label for the same domain."""
     sections = dict(zip("abc", small_sections(3, seed=4, n_rows=20), strict=True))
     joint = spaseg.pp.joint_normalize_pca(sections, n_comps=8)
-    fit = {**FAST, "n_runs": 2, "max_iter": 150}
+    # 3-run consensus: over seeds 0-5 it gave ARI 0.75-0.92 (2 runs: 0.66-0.91)
+    fit = {**FAST, "n_runs": 3, "max_iter": 150}
     spaseg.tl.spaseg(joint, n_domains=3, seed=0, sample_key="sample", **fit)
     truth, labels = joint.obs["domain_truth"], joint.obs["domain"]
     assert adjusted_rand_score(truth, labels) > 0.7  # one ARI over all sections together
@@ -85,19 +86,52 @@ def test_group_of_one_equals_single_section():
     np.testing.assert_array_equal(single.obsm["spaseg_embedding"], grouped.obsm["spaseg_embedding"])
 
 
+def test_group_of_one_through_joint_pca_equals_single_section_path():
+    """A one-section group: joint_normalize_pca + joint SpaSEG = normalize_pca + SpaSEG."""
+    (section,) = small_sections(1, seed=2)
+    joint = spaseg.pp.joint_normalize_pca({"only": section.copy()}, n_comps=6, harmony=True)
+    single = section.copy()
+    spaseg.pp.normalize_pca(single, n_comps=6)
+    assert joint.uns["joint_pca"]["use_rep"] == "X_pca"  # nothing for Harmony to correct
+    assert list(joint.obs_names) == [f"{name}-only" for name in single.obs_names]
+    np.testing.assert_allclose(joint.obsm["X_pca"], single.obsm["X_pca"], rtol=1e-5, atol=1e-5)
+    spaseg.tl.spaseg(joint, n_domains=3, seed=1, sample_key="sample", **FAST)
+    spaseg.tl.spaseg(single, n_domains=3, seed=1, **FAST)
+    assert (joint.obs["domain"].to_numpy() == single.obs["domain"].to_numpy()).all()
+    assert adjusted_rand_score(single.obs["domain_truth"], single.obs["domain"]) > 0.5
+
+
+def test_bad_groups():
+    a, b = small_sections(2)
+    with pytest.raises(InputError, match="no sections"):
+        spaseg.pp.joint_normalize_pca({}, group="g1")
+    a.obs["sample"], b.obs["sample"] = "x", "x"  # two sections with one name
+    with pytest.raises(InputError, match="not unique"):
+        spaseg.pp.joint_normalize_pca([a, b])
+    b.var_names = [f"other{i}" for i in range(b.n_vars)]  # no gene in common
+    with pytest.raises(InputError, match=r"share only 0 genes"):
+        spaseg.pp.joint_normalize_pca({"a": a, "b": b})
+
+
 def test_sections_of_different_sizes_are_padded():
     joint = joint_of_bands(2)
     small = joint.obs["sample"] == "s1"
     keep = ~small | (joint.obs["array_row"] < 9)  # the second section is shorter
     joint = joint[keep.to_numpy()].copy()
-    spaseg.tl.spaseg(joint, n_domains=3, seed=0, sample_key="sample", **FAST)
-    assert tuple(joint.uns["spaseg"]["image_shape"]) == (16, 16)
-    shapes = joint.uns["spaseg"]["section_shapes"]
+    # A 3-run consensus: single FAST runs are seed-sensitive here (one of seeds 0-9 gave
+    # ARI 0.62 on the full section), the consensus gave 0.92-1.00 on all ten.
+    spaseg.tl.spaseg(joint, n_domains=3, seed=0, sample_key="sample", **{**FAST, "n_runs": 3})
+    info = joint.uns["spaseg"]
+    assert tuple(info["image_shape"]) == (16, 16)
+    shapes = info["section_shapes"]
     assert shapes[0][0] == 16 and shapes[1][0] == 9
+    # padding is not tissue: only the spots' pixels are trained on and labelled
+    assert info["n_pixels"] == joint.n_obs
+    assert joint.obsm["spaseg_runs"].shape == (joint.n_obs, 3)
     # the full section still segments well (the short one's standardised PCs differ: it
     # lacks a band, so the same band need not get the same label there)
     full = (joint.obs["sample"] == "s0").to_numpy()
-    assert adjusted_rand_score(joint.obs["truth"][full], joint.obs["domain"][full]) > 0.7
+    assert adjusted_rand_score(joint.obs["truth"][full], joint.obs["domain"][full]) > 0.8
 
 
 def test_missing_sample_key():
