@@ -206,16 +206,7 @@ def large(n_spots: int = 50_000) -> list[dict]:
     with measure() as m:
         found = register(xy, fixed_f, motion.apply(truth), moving_f)
     err = np.linalg.norm(found.apply(motion.apply(truth)) - truth, axis=1).mean() / 100.0
-    rows = [
-        dict(
-            step="register (rigid step)",
-            n_spots=len(xy),
-            seconds=m.seconds,
-            cpu_seconds=m.cpu_seconds,
-            peak_mb=m.peak_mb,
-            mean_error_spacings=err,
-        )
-    ]
+    rows = [_large_row("register (rigid step)", len(xy), m, err)]
     # The whole spaseg.tl.align on one AnnData of both sections (features in obsm["X_pca"]).
     both = AnnData(
         obs=pd.DataFrame(
@@ -229,17 +220,20 @@ def large(n_spots: int = 50_000) -> list[dict]:
     with measure() as m:
         spaseg.tl.align(both, n_features=6)
     aligned = both.obsm["spatial_aligned"][len(xy) :]
-    rows.append(
-        dict(
-            step="spaseg.tl.align (2 sections)",
-            n_spots=len(xy),
-            seconds=m.seconds,
-            cpu_seconds=m.cpu_seconds,
-            peak_mb=m.peak_mb,
-            mean_error_spacings=np.linalg.norm(aligned - truth, axis=1).mean() / 100.0,
-        )
-    )
+    err = np.linalg.norm(aligned - truth, axis=1).mean() / 100.0
+    rows.append(_large_row("spaseg.tl.align (2 sections)", len(xy), m, err))
     return rows
+
+
+def _large_row(step: str, n_spots: int, m, err: float) -> dict:
+    return dict(
+        step=step,
+        n_spots=n_spots,
+        seconds=m.seconds,
+        cpu_seconds=m.cpu_seconds,
+        peak_mb=m.peak_mb,
+        mean_error_spacings=err,
+    )
 
 
 def main(argv=None) -> None:
