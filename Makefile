@@ -14,7 +14,7 @@ DEMO := demo
 
 help:
 	@echo "make install  create $(VENV) and install spaseg with the workflow and dev tools"
-	@echo "make demo     simulate 3 sections into $(DEMO)/, run the workflow, write the report"
+	@echo "make demo     simulate 7 sections into $(DEMO)/, run the workflow, write the report"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
 	@echo "make clean    remove demo output, results and caches (keeps $(VENV))"
@@ -34,6 +34,7 @@ demo: install $(DEMO)/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO)/config.yaml --report $(DEMO)/report.html
 	@echo
 	@echo "Results: $(DEMO)/results/<sample>/ (qc, pca, domains, svg: .h5ad/.png/.tsv)"
+	@echo "         $(DEMO)/results/groups/serial/ (joint domains, 3-D alignment, svg)"
 	@echo "Report:  $(DEMO)/report.html"
 
 $(DEMO)/config.yaml: | $(STAMP)

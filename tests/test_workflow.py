@@ -13,7 +13,14 @@ import pandas as pd
 import pytest
 
 from spaseg._provenance import add_provenance
-from spaseg.datasets._demo import DEMO_SECTIONS, make_demo, write_table
+from spaseg.datasets._demo import (
+    DEMO_GROUP,
+    DEMO_QC,
+    DEMO_SECTIONS,
+    DEMO_STEREOSEQ,
+    make_demo,
+    write_table,
+)
 from spaseg.datasets._simulate import simulate_tissue
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +93,52 @@ def test_bad_config_value_is_rejected(tmp_path):
     result = snakemake("-n", "--cores", "1", configfiles=[override])
     assert result.returncode != 0
     assert "device" in output(result) and "tpu" in output(result)
+
+
+# --- the demo (make demo) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """make_demo's project: its config.yaml and sample sheet."""
+    config = make_demo(tmp_path_factory.mktemp("demo") / "demo")
+    return config, pd.read_csv(config.parent / "samples.tsv", sep="\t")
+
+
+def test_demo_plans_every_stage(demo):
+    """demo/config.yaml runs as `make demo` runs it: Stereo-seq bins and the serial group too.
+
+    A dry run (the real run takes minutes; `make demo` is that check).
+    """
+    config, sheet = demo
+    result = snakemake("-n", "--cores", "2", "--configfile", str(config))
+    assert result.returncode == 0, output(result)
+    results = config.parent / "results"
+    stereoseq, group = DEMO_STEREOSEQ[0], DEMO_GROUP[0]
+    planned = [
+        results / stereoseq / "binned.h5ad",
+        *(results / sample / "domains.png" for sample in sheet["sample"]),
+        *(results / "groups" / group / name for name in ("domains.h5ad", "aligned_3d.png")),
+    ]
+    for path in planned:
+        assert str(path) in result.stdout, path
+    for rule in ("bin", "joint_pca", "joint_spaseg", "align", "plot_group", "svg_group"):
+        assert f"rule {rule}:" in result.stdout, rule
+    assert not results.exists()
+
+
+def test_demo_qc_keeps_the_spots_of_non_stereoseq_sections(demo):
+    """The demo's qc.min_genes_per_spot (for the Stereo-seq chip's ambient bins) removes no
+    spot of the other sections: each detects over 50 genes, as demo/config.yaml says."""
+    import spaseg
+
+    _, sheet = demo
+    assert set(sheet["platform"]) == {"h5ad", "visium", "table", "stereo-seq"}
+    assert (sheet["group"] == DEMO_GROUP[0]).sum() == len(DEMO_GROUP[1])
+    for row in sheet[sheet["platform"] != "stereo-seq"].itertuples():
+        adata = spaseg.io.read(row.path, row.platform, sample=row.sample)
+        detected = np.asarray((adata.X > 0).sum(axis=1)).ravel()
+        assert detected.min() > max(50, DEMO_QC["min_genes_per_spot"]), row.sample
 
 
 # --- bad sample sheets: rejected before any job runs ------------------------------------------

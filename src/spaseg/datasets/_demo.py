@@ -1,4 +1,8 @@
-"""A ready-to-run demo: simulated sections in three input formats, a sample sheet and a config.
+"""A ready-to-run demo: simulated sections in four input formats, a sample sheet and a config.
+
+Seven small sections with known domains: three single sections (``.h5ad``, Visium ``outs/``,
+CSV table), a Stereo-seq chip (gzipped GEM, binned to bin20) and a group of three serial
+sections (``.h5ad``) that are analysed jointly and aligned in 3-D.
 
 ``python -m spaseg.datasets._demo demo`` writes ``demo/data/``, ``demo/samples.tsv`` and
 ``demo/config.yaml``; ``snakemake --cores 2 --configfile demo/config.yaml`` then runs the
@@ -17,7 +21,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .._atomic import atomic_path, write_h5ad
+from ._sim_serial import simulate_serial_sections
 from ._simulate import simulate_tissue
+from ._stereoseq import write_stereoseq
 from ._visium_outs import write_visium_outs
 
 #: (sample, platform, arguments of :func:`simulate_tissue`): about 1,300 spots each.
@@ -39,9 +45,41 @@ DEMO_SECTIONS = (
     ),
 )
 
+#: (sample, bin size, arguments of :func:`~spaseg.datasets._stereoseq.write_stereoseq`): a
+#: simulated Stereo-seq chip, written as a gzipped GEM and binned to bin20 (about 3,000 tissue
+#: bins, plus ambient bins around the tissue that QC removes; see :data:`DEMO_QC`).
+DEMO_STEREOSEQ = (
+    "sim_stereoseq",
+    20,
+    {"n_bins": 3000, "n_genes": 300, "n_domains": 4, "formats": ("gem",)},
+)
+
+#: (group, sample names, arguments of :func:`simulate_serial_sections`): three serial sections
+#: of one block (about 400 spots each), rotated onto their capture areas and the second one
+#: mirrored; joint PCA and SpaSEG, then the 3-D alignment (``z`` 0, 10, 20).
+DEMO_GROUP = (
+    "serial",
+    ("sim_serial0", "sim_serial1", "sim_serial2"),
+    {
+        "n_domains": 4,
+        "pattern": "mixed",
+        "n_rows": 30,
+        "n_genes": 200,
+        "reflections": [False, True, False],
+    },
+)
+
 #: Overrides of config/config.yaml's ``spaseg`` section: a short training, so that the demo
-#: takes a minute or two on 2 cores instead of many.
+#: takes a few minutes on 2 cores instead of many.
 DEMO_SPASEG = {"n_runs": 1, "max_iter": 300, "warmup_iter": 100}
+
+#: Overrides of ``qc``: the simulated Stereo-seq chip has ambient reads around the tissue (fewer
+#: than 20 detected genes per bin; a real tissue GEM/GEF is cut to the tissue already). The
+#: other demo sections detect over 50 genes in every spot, so this filter keeps all of theirs.
+DEMO_QC = {"min_genes_per_spot": 20}
+
+#: Overrides of ``align``: the group's second section is mirrored.
+DEMO_ALIGN = {"reflection": True}
 
 
 def write_table(adata: AnnData, path: str | os.PathLike) -> Path:
@@ -80,12 +118,15 @@ def make_demo(outdir: str | os.PathLike, *, seed: int = 0) -> Path:
     Parameters
     ----------
     outdir
-        Folder to fill (created if needed): ``data/`` with one section per input format
-        (``.h5ad``, Visium ``outs/``, CSV table; see :data:`DEMO_SECTIONS`), ``samples.tsv``
-        (``n_domains`` = the simulated number of domains) and ``config.yaml``, whose
-        ``results`` is ``outdir/results``.
+        Folder to fill (created if needed): ``data/`` with the sections (one ``.h5ad``, one
+        Visium ``outs/`` and one CSV table, see :data:`DEMO_SECTIONS`; a Stereo-seq GEM in
+        ``sim_stereoseq/``, see :data:`DEMO_STEREOSEQ`; three serial ``.h5ad`` sections of
+        group ``serial``, see :data:`DEMO_GROUP`), ``samples.tsv`` (``n_domains`` = the
+        simulated number of domains; ``bin_size`` for the Stereo-seq chip; ``group`` and ``z``
+        for the serial sections) and ``config.yaml``, whose ``results`` is ``outdir/results``.
     seed
-        Seed of the first section; section ``i`` uses ``seed + i``.
+        Seed of the first section; section ``i`` uses ``seed + i`` (the Stereo-seq chip counts
+        as section 3, the serial group as section 4).
 
     Returns
     -------
@@ -93,35 +134,70 @@ def make_demo(outdir: str | os.PathLike, *, seed: int = 0) -> Path:
     ``samples.tsv`` are absolute, so the workflow can run from any working directory.
     """
     outdir = Path(outdir).resolve()
+    data = outdir / "data"
     rows = []
     for i, (sample, platform, params) in enumerate(DEMO_SECTIONS):
         adata = simulate_tissue(**params, seed=seed + i)
-        path = _write_section(adata, outdir / "data" / sample, platform)
-        rows.append(
-            {
-                "sample": sample,
-                "path": str(path),
-                "platform": platform,
-                "group": "",
-                "n_domains": params["n_domains"],
-            }
-        )
+        path = _write_section(adata, data / sample, platform)
+        rows.append(_row(sample, path, platform, params["n_domains"]))
+
+    sample, bin_size, params = DEMO_STEREOSEQ
+    files = write_stereoseq(data / sample, **params, seed=seed + len(DEMO_SECTIONS))
+    rows.append(_row(sample, files["gem"], "stereo-seq", params["n_domains"], bin_size=bin_size))
+
+    group, names, params = DEMO_GROUP
+    sections = simulate_serial_sections(len(names), **params, seed=seed + len(DEMO_SECTIONS) + 1)
+    for sample, adata in zip(names, sections, strict=True):
+        adata.obs["sample"] = sample
+        path = _write_section(adata, data / sample, "h5ad")
+        z = adata.uns["serial"]["z"]
+        rows.append(_row(sample, path, "h5ad", params["n_domains"], group=group, z=z))
+
     sheet = outdir / "samples.tsv"
+    table = pd.DataFrame(rows)
+    for column in ("bin_size", "z"):  # integers, empty where a row has none
+        table[column] = table[column].round().astype("Int64")
     with atomic_path(sheet) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
+        table.to_csv(tmp, sep="\t", index=False)
 
     # JSON values are valid YAML, so no YAML writer is needed.
     lines = [
         "# Written by spaseg.datasets._demo.make_demo; overrides config/config.yaml.",
         f"samples: {json.dumps(str(sheet))}",
         f"results: {json.dumps(str(outdir / 'results'))}",
-        "spaseg:",
-        *(f"  {key}: {json.dumps(value)}" for key, value in DEMO_SPASEG.items()),
+        "",
+        "# The simulated Stereo-seq chip (sim_stereoseq) has ambient reads around the tissue,",
+        "# fewer than 20 detected genes per bin; a real tissue GEM/GEF is cut to the tissue",
+        "# already. This filter removes them; every spot of the other sections detects more",
+        "# than 50 genes, so it removes none of theirs.",
+        *_section("qc", DEMO_QC),
+        "",
+        "# The group's second section (sim_serial1) is mounted mirrored.",
+        *_section("align", DEMO_ALIGN),
+        "",
+        "# Short training: a few minutes for the whole demo on 2 cores.",
+        *_section("spaseg", DEMO_SPASEG),
     ]
     config = outdir / "config.yaml"
     with atomic_path(config) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return config
+
+
+def _row(sample, path, platform, n_domains, *, group="", bin_size=None, z=None) -> dict:
+    return {
+        "sample": sample,
+        "path": str(path),
+        "platform": platform,
+        "group": group,
+        "n_domains": n_domains,
+        "bin_size": bin_size,
+        "z": z,
+    }
+
+
+def _section(name: str, values: dict) -> list[str]:
+    return [f"{name}:", *(f"  {key}: {json.dumps(value)}" for key, value in values.items())]
 
 
 def main(argv: list[str] | None = None) -> None:
