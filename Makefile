@@ -38,7 +38,7 @@ demo: install $(DEMO)/config.yaml
 	@echo "Report:  $(DEMO)/report.html"
 
 $(DEMO)/config.yaml: | $(STAMP)
-	$(BIN)/python -m spaseg.datasets._demo $(DEMO)
+	$(BIN)/python -m spaseg.datasets $(DEMO)
 
 test: install
 	$(BIN)/pytest

@@ -4,7 +4,7 @@ Seven small sections with known domains: three single sections (``.h5ad``, Visiu
 CSV table), a Stereo-seq chip (gzipped GEM, binned to bin20) and a group of three serial
 sections (``.h5ad``) that are analysed jointly and aligned in 3-D.
 
-``python -m spaseg.datasets._demo demo`` writes ``demo/data/``, ``demo/samples.tsv`` and
+``python -m spaseg.datasets demo`` writes ``demo/data/``, ``demo/samples.tsv`` and
 ``demo/config.yaml``; ``snakemake --cores 2 --configfile demo/config.yaml`` then runs the
 workflow on them (``make demo`` does both).
 """
