@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import anndata as ad
@@ -16,6 +17,17 @@ RULES = Path(__file__).resolve().parents[1] / "workflow" / "rules"
 
 # Results depend slightly on the thread count; fix it so tests are reproducible anywhere.
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any network connection fails (for tests that must run offline)."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access during tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def rule_blocks() -> dict[str, str]:

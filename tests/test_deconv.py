@@ -6,11 +6,8 @@ benchmarks/cci.py measures that with full training.
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
-import torch
 
 from spaseg import InputError
 from spaseg.datasets._sim_cci import simulate_cci
@@ -22,14 +19,7 @@ from spaseg.tl import cell2location_map, cell2location_signatures  # noqa: E402
 TINY = dict(max_epochs=3, num_samples=5, device="cpu", seed=0)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access during tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ from spaseg.datasets._sim_cci import simulate_cci
 from spaseg.tl import cell_type_entropy, ligrec_domains, load_resource, lr_scores, top_pairs
 from spaseg.tl._lr import _bh_grouped, _count_at_least, neighbour_graph
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access during tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def line_section(x: np.ndarray, genes: list[str], domains: str = "aabbb") -> ad.AnnData:
@@ -243,7 +236,7 @@ def test_plots_draw(simulated):
 
 
 def test_network_guard_is_active():
-    """The autouse fixture above really refuses connections (so the tests are offline)."""
+    """The no_network fixture (conftest.py) really refuses connections (so the tests are offline)."""
     with pytest.raises(OSError, match="network access"):
         socket.create_connection(("127.0.0.1", 9))
 
