@@ -10,10 +10,11 @@ STAMP := $(VENV)/.spaseg-installed
 CORES ?= 2
 DEMO := demo
 
-.PHONY: help install demo test lint clean
+.PHONY: help install lock demo test lint clean
 
 help:
 	@echo "make install  create $(VENV) and install spaseg with the workflow and dev tools"
+	@echo "make lock     re-resolve the newest allowed versions into constraints.txt"
 	@echo "make demo     simulate 7 sections into $(DEMO)/, run the workflow, write the report"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
@@ -21,13 +22,25 @@ help:
 
 install: $(STAMP)
 
-# torch first, in a pip call of its own: 2.13.0 (CPU build) is the one pip finds offline on
-# our machines; left to the `torch>=2.1` in pyproject.toml, pip may fetch a CUDA build of GBs.
-$(STAMP): pyproject.toml
+# Every version comes from constraints.txt (the tested set, see its header), so a fresh machine
+# installs what CI tested. torch first, in a pip call of its own: 2.13.0 (CPU build) is the one
+# pip finds offline on our machines; a CUDA build would be GBs.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[workflow,dev,cci]"
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[workflow,dev,cci]"
 	touch $@
+
+# Re-resolve the newest versions pyproject.toml allows into constraints.txt (keeps its header).
+# Then run `make test` on a fresh clone and copy changed versions into envs/*.yaml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet torch==2.13.0
+	.lock-venv/bin/pip install --quiet -e ".[workflow,dev,cci]"
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable \
+	  | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
+	@echo "constraints.txt re-resolved: review 'git diff constraints.txt'"
 
 demo: install $(DEMO)/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile $(DEMO)/config.yaml

@@ -313,3 +313,44 @@ def test_domain_summaries_match_brute_force_and_do_not_depend_on_chunking(monkey
         np.testing.assert_allclose(many.toarray(), one.toarray(), rtol=1e-5, atol=1e-6)
     for key in ("lr_pairs", "lr_domain_pairs"):
         pd.testing.assert_frame_equal(chunked.uns[key], lr.uns[key], rtol=1e-5)
+
+
+def _pvalue_tables(lr: ad.AnnData) -> list[pd.DataFrame]:
+    """The p-value columns of both summary tables, sorted by their keys (row order free)."""
+    out = []
+    for key, by in (("lr_pairs", ["pair", "domain"]), ("lr_domain_pairs", ["pair", "sender", "receiver"])):
+        table = lr.uns[key].sort_values(by).reset_index(drop=True)
+        out.append(table[by + [c for c in ("pval", "padj") if c in table]])
+    return out
+
+
+@pytest.mark.parametrize("variant", ["chunks_50", "chunks_97", "permuted", "threads_1", "threads_2"])
+def test_pvalues_do_not_depend_on_summation_order(monkeypatch, variant):
+    """p-values are exactly equal (not only close) under other chunk sizes, a permuted spot
+    order and 1 or 2 BLAS threads: sums are float64 and near-ties count as ties. The 30
+    background draws from two expression bins repeat the observed gene pairs, so ties occur."""
+    from threadpoolctl import threadpool_limits
+
+    import spaseg.tl._lr as lr_module
+
+    adata = grid_section(seed=3)
+    kw = dict(fractions_key="fractions", rings=2, min_spots=1, n_background=30, n_bins=2)
+    with threadpool_limits(limits=1):
+        reference = lr_scores(adata, GRID_PAIRS, **kw)
+    if variant.startswith("chunks"):
+        rows = int(variant.split("_")[1])
+        monkeypatch.setattr(lr_module, "_chunk_rows", lambda width, n_spots: rows)
+        other = lr_scores(adata, GRID_PAIRS, **kw)
+    elif variant == "permuted":
+        order = np.random.default_rng(1).permutation(adata.n_obs)
+        other = lr_scores(adata[order].copy(), GRID_PAIRS, **kw)
+        other = other[adata.obs_names].copy()
+    else:
+        with threadpool_limits(limits=int(variant[-1])):
+            other = lr_scores(adata, GRID_PAIRS, **kw)
+    for mine, theirs in zip(_pvalue_tables(other), _pvalue_tables(reference), strict=True):
+        pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
+    for layer in ("neglog10_pval", "neglog10_padj"):
+        np.testing.assert_array_equal(other.layers[layer].toarray(), reference.layers[layer].toarray())
+    ties = reference.uns["lr_pairs"]["pval"].to_numpy()
+    assert (ties < 1).any(), "the check needs some p-values below 1"

@@ -316,16 +316,27 @@ def _bh_grouped(pvals: np.ndarray, group: np.ndarray, n_tests: np.ndarray | int)
     return out
 
 
+# Relative tolerance of "at least as large" in the empirical tests. Scores are float32 sums whose
+# last bits depend on summation order (chunking, spot order, BLAS threads); a background pair
+# with the same genes as the observed one, or genes of identical expression, gives a statistic
+# equal up to that rounding. Such near-ties count as ties (>=), so p-values do not depend on
+# the order of summation. 1e-6 is ~10 float32 ulps: far below any real difference of scores.
+TIE_RTOL = 1e-6
+
+
 def _count_at_least(
     background: np.ndarray, cell: np.ndarray, spot: np.ndarray, value: np.ndarray
 ) -> np.ndarray:
     """How many of the background scores of (``cell``, ``spot``) are >= ``value``.
 
-    ``background`` is ``(n_cells, n, n_spots)``, sorted along axis 1. A binary search per
-    query, vectorised over all queries: ``log2(n)`` rounds of one gather each.
+    ``background`` is ``(n_cells, n, n_spots)``, sorted along axis 1. A background score
+    within a relative ``TIE_RTOL`` below ``value`` counts as a tie, hence as >=. A binary
+    search per query, vectorised over all queries: ``log2(n)`` rounds of one gather each.
     """
     _, n, n_spots = background.shape
     flat = background.reshape(-1)
+    value = np.asarray(value, dtype=np.float64)
+    value = value - TIE_RTOL * np.abs(value)
     base = cell.astype(np.int64) * (n * n_spots) + spot
     below = np.zeros(len(value), dtype=np.int64)  # background values < value found so far
     step = 1 << (n.bit_length() - 1)
@@ -603,6 +614,11 @@ class _Result:
     domain_pairs: pd.DataFrame
 
 
+def _chunk_rows(width: int, n_spots: int) -> int:
+    """Spots per chunk so that a dense chunk of ``width`` columns has ~``_CHUNK_ENTRIES``."""
+    return int(np.clip(_CHUNK_ENTRIES // width, 64, max(n_spots, 64)))
+
+
 def _score_all(
     s_all: sparse.csr_matrix,
     graph: sparse.csr_matrix,
@@ -631,8 +647,7 @@ def _score_all(
     edge_sum = np.zeros((n_dom, n_dom, n_pairs))
     bg_edge_sum = np.zeros((n_dom, n_dom, len(bg.ligand)))
     scores, pvals = [], []
-    width = max(n_pairs, len(bg.ligand), s_all.shape[1])
-    step = int(np.clip(_CHUNK_ENTRIES // width, 64, max(n_spots, 64)))
+    step = _chunk_rows(max(n_pairs, len(bg.ligand), s_all.shape[1]), n_spots)
     for start in range(0, n_spots, step):
         rows = slice(start, min(start + step, n_spots))
         n_rows = rows.stop - rows.start
@@ -640,7 +655,8 @@ def _score_all(
         nb = _dense_t(mean_op[rows] @ s_all)
         obs = _scores(s, nb, h[rows], pairs.ligand, pairs.receptor)  # pairs x spots
         back = _scores(s, nb, h[rows], bg.ligand, bg.receptor)
-        dom = np.eye(n_dom, dtype=np.float32)[codes[rows]]  # spots x domains
+        # float64 one-hot: the domain sums that p-values compare accumulate in float64.
+        dom = np.eye(n_dom, dtype=np.float64)[codes[rows]]  # spots x domains
         obs_sum += (obs @ dom).T
         bg_sum += (back @ dom).T
 
@@ -717,7 +733,8 @@ def _empirical(
     """Empirical p-values and z-scores of statistics against their background.
 
     ``observed`` is (groups, pairs), ``null`` (groups, cells * n): the same statistic of each
-    background pair; a pair is compared with the ``n`` of its cell. Ties count as >=.
+    background pair; a pair is compared with the ``n`` of its cell. Ties, within a relative
+    ``TIE_RTOL`` (rounding of sums taken in another order), count as >=.
     """
     n_groups, n_pairs = observed.shape
     null = null.reshape(n_groups, -1, n)
