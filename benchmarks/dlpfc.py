@@ -6,8 +6,9 @@ Sections 151673 and 151674 are scored against ``obs["layer_guess"]`` on labelled
 ("NA" left out). 151675 and 151676 have no labels here: their domain labels are written to
 the output folder for independent scoring (never used for tuning). Baselines on the same
 principal components in the same run: scanpy Leiden with the resolution tuned to 7 clusters,
-and KMeans(7). Everything runs with the library's defaults (``spaseg.tl.spaseg``) unless a
-flag says otherwise.
+and KMeans(7). Everything runs with the settings `config/config.yaml` ships (its ``qc``,
+``pca`` and ``spaseg`` sections, as the workflow passes them) unless ``--spaseg`` or
+``--pca`` override a key. Accuracy: ARI and NMI against ``layer_guess``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import torch
+import yaml
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,7 +33,8 @@ from _measure import measure  # noqa: E402
 
 import spaseg  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dlpfc"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "dlpfc"
 LABELLED = ("151673", "151674")
 UNLABELLED = ("151675", "151676")
 
@@ -64,24 +67,37 @@ def leiden_n_clusters(adata, n_clusters: int, seed: int, transformer=None) -> np
     return labels
 
 
-def score(truth: pd.Series, labels) -> float:
+def shipped_config() -> dict:
+    """``config/config.yaml`` as the workflow reads it."""
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def score(truth: pd.Series | None, labels) -> tuple[float, float]:
+    """ARI and NMI on the labelled spots ("NA" left out); NaN without labels."""
+    if truth is None:
+        return np.nan, np.nan
     ok = (truth != "NA").to_numpy()
-    return adjusted_rand_score(truth[ok], np.asarray(labels)[ok])
+    mine = np.asarray(labels)[ok]
+    return adjusted_rand_score(truth[ok], mine), normalized_mutual_info_score(truth[ok], mine)
 
 
-def run_section(name: str, seeds: list[int], out: Path, spaseg_kwargs: dict) -> list[dict]:
+def run_section(
+    name: str, seeds: list[int], out: Path, config: dict, baselines: bool
+) -> list[dict]:
     rows = []
     with measure() as m:
         adata = spaseg.io.read_h5ad(DATA / f"{name}.h5ad", sample=name)
     rows.append(dict(section=name, stage="load", seconds=m.seconds, peak_mb=m.peak_mb))
     with measure() as m:
-        adata = spaseg.pp.qc(adata, sample=name)
+        adata = spaseg.pp.qc(adata, **config["qc"], sample=name)
     rows.append(dict(section=name, stage="qc", seconds=m.seconds, peak_mb=m.peak_mb))
     with measure() as m:
-        spaseg.pp.normalize_pca(adata, n_comps=15, sample=name)
+        spaseg.pp.normalize_pca(adata, **config["pca"], seed=config["spaseg"]["seed"], sample=name)
     rows.append(dict(section=name, stage="normalize_pca", seconds=m.seconds, peak_mb=m.peak_mb))
 
     truth = adata.obs["layer_guess"].astype(str) if "layer_guess" in adata.obs else None
+
+    spaseg_kwargs = {k: v for k, v in config["spaseg"].items() if k not in ("seed", "n_domains")}
 
     def run_spaseg(seed):
         spaseg.tl.spaseg(adata, n_domains=7, seed=seed, sample=name, log_every=0, **spaseg_kwargs)
@@ -95,13 +111,15 @@ def run_section(name: str, seeds: list[int], out: Path, spaseg_kwargs: dict) -> 
         ),
         "Leiden": ("baseline", lambda seed: leiden_n_clusters(adata, 7, seed)),
     }
+    if not baselines:
+        methods = {"SpaSEG": methods["SpaSEG"]}
     labels = pd.DataFrame(index=adata.obs_names)
     for seed in seeds:
         for method, (stage, fit) in methods.items():
             with measure() as m:
                 result = fit(seed)
             labels[f"{method.lower()}_seed{seed}"] = result
-            ari = score(truth, result) if truth is not None else np.nan
+            ari, nmi = score(truth, result)
             rows.append(
                 dict(
                     section=name,
@@ -111,6 +129,7 @@ def run_section(name: str, seeds: list[int], out: Path, spaseg_kwargs: dict) -> 
                     seconds=m.seconds,
                     peak_mb=m.peak_mb,
                     ari=ari,
+                    nmi=nmi,
                 )
             )
     out.mkdir(parents=True, exist_ok=True)
@@ -124,30 +143,42 @@ def main(argv=None) -> None:
     parser.add_argument("--sections", nargs="+", default=list(LABELLED + UNLABELLED))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/dlpfc"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--spaseg", default="", help="extra spaseg.tl.spaseg kwargs, k=v,...")
+    parser.add_argument("--spaseg", default="", help="override config spaseg keys, k=v,...")
+    parser.add_argument("--pca", default="", help="override config pca keys, k=v,...")
+    parser.add_argument("--no-baselines", action="store_true", help="SpaSEG only")
     args = parser.parse_args(argv)
     if not DATA.exists():
         sys.exit(f"DLPFC data not found at {DATA}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    extra = {
-        k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)
-    }
+    config = shipped_config()
+    for section in ("spaseg", "pca"):
+        overrides = getattr(args, section)
+        config[section].update(
+            {
+                k: ast.literal_eval(v)
+                for k, v in (kv.split("=") for kv in overrides.split(",") if kv)
+            }
+        )
+    print(f"spaseg: {config['spaseg']}\npca: {config['pca']}\nqc: {config['qc']}")
 
     rows = []
     for name in args.sections:
-        rows += run_section(name, args.seeds, args.out, extra)
+        rows += run_section(name, args.seeds, args.out, config, not args.no_baselines)
     df = pd.DataFrame(rows)
     df["seed"] = df["seed"].astype("Int64")  # NaN for the per-section stages
     df.to_csv(args.out / "runs.tsv", sep="\t", index=False)
 
     pd.set_option("display.width", 200)
-    print("\n## Accuracy: ARI vs layer_guess (7 domains), per seed\n")
-    acc = df.dropna(subset=["ari"]).pivot_table(
-        index=["section", "method"], columns="seed", values="ari"
-    )
-    acc["mean"], acc["min"], acc["max"] = acc.mean(axis=1), acc.min(axis=1), acc.max(axis=1)
-    print(acc.round(3).to_markdown())
+    for metric in ("ari", "nmi"):
+        print(f"\n## Accuracy: {metric.upper()} vs layer_guess (7 domains), per seed\n")
+        acc = df.dropna(subset=[metric]).pivot_table(
+            index=["section", "method"], columns="seed", values=metric
+        )
+        per_seed = acc.copy()
+        acc["mean"], acc["sd"] = per_seed.mean(axis=1), per_seed.std(axis=1, ddof=1)
+        acc["min"], acc["max"] = per_seed.min(axis=1), per_seed.max(axis=1)
+        print(acc.round(3).to_markdown())
     print("\n## Time (s) and peak memory (MB) per stage, mean over seeds\n")
     df["method"] = df["method"].fillna(df["stage"])  # load/qc/pca rows have no method
     cost = df.groupby(["section", "stage", "method"], sort=False)[["seconds", "peak_mb"]].mean()

@@ -69,7 +69,9 @@ def test_installed_versions_are_the_locked_ones():
         name = canonicalize_name(dist.metadata["Name"])
         if name in locked and dist.version.split("+")[0] != locked[name]:
             wrong[name] = (dist.version, locked[name])
-    missing = [n for n in ("scanpy", "scipy", "torch", "snakemake", "pynndescent") if n not in locked]
+    missing = [
+        n for n in ("scanpy", "scipy", "torch", "snakemake", "pynndescent") if n not in locked
+    ]
     assert not missing and not wrong, f"installed vs constraints.txt: {wrong}; unlocked: {missing}"
 
 

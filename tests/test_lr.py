@@ -318,13 +318,18 @@ def test_domain_summaries_match_brute_force_and_do_not_depend_on_chunking(monkey
 def _pvalue_tables(lr: ad.AnnData) -> list[pd.DataFrame]:
     """The p-value columns of both summary tables, sorted by their keys (row order free)."""
     out = []
-    for key, by in (("lr_pairs", ["pair", "domain"]), ("lr_domain_pairs", ["pair", "sender", "receiver"])):
+    for key, by in (
+        ("lr_pairs", ["pair", "domain"]),
+        ("lr_domain_pairs", ["pair", "sender", "receiver"]),
+    ):
         table = lr.uns[key].sort_values(by).reset_index(drop=True)
         out.append(table[by + [c for c in ("pval", "padj") if c in table]])
     return out
 
 
-@pytest.mark.parametrize("variant", ["chunks_50", "chunks_97", "permuted", "threads_1", "threads_2"])
+@pytest.mark.parametrize(
+    "variant", ["chunks_50", "chunks_97", "permuted", "threads_1", "threads_2"]
+)
 def test_pvalues_do_not_depend_on_summation_order(monkeypatch, variant):
     """p-values are exactly equal (not only close) under other chunk sizes, a permuted spot
     order and 1 or 2 BLAS threads: sums are float64 and near-ties count as ties. The 30
@@ -351,6 +356,8 @@ def test_pvalues_do_not_depend_on_summation_order(monkeypatch, variant):
     for mine, theirs in zip(_pvalue_tables(other), _pvalue_tables(reference), strict=True):
         pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
     for layer in ("neglog10_pval", "neglog10_padj"):
-        np.testing.assert_array_equal(other.layers[layer].toarray(), reference.layers[layer].toarray())
+        np.testing.assert_array_equal(
+            other.layers[layer].toarray(), reference.layers[layer].toarray()
+        )
     ties = reference.uns["lr_pairs"]["pval"].to_numpy()
     assert (ties < 1).any(), "the check needs some p-values below 1"

@@ -127,3 +127,85 @@ def test_import_does_not_load_torch():
         "from spaseg.tl import spaseg as f; assert 'torch' in sys.modules and callable(f)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def _boundary_spots(adata) -> np.ndarray:
+    """Spots with a hexagonal neighbour (centre distance ~1 spacing) of another true domain."""
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(adata.obsm["spatial"], dtype=float)
+    spacing = np.sort(cKDTree(xy).query(xy, k=2)[0][:, 1]).mean()
+    pairs = cKDTree(xy).query_pairs(1.2 * spacing, output_type="ndarray")
+    truth = adata.obs["domain_truth"].to_numpy()
+    cross = pairs[truth[pairs[:, 0]] != truth[pairs[:, 1]]]
+    out = np.zeros(adata.n_obs, dtype=bool)
+    out[cross.ravel()] = True
+    return out
+
+
+@pytest.mark.parametrize("n_runs", [1, 4])
+def test_low_confidence_concentrates_at_true_boundaries(n_runs):
+    """obs['domain_confidence'] is in [0, 1], and spots on a true domain boundary are less
+    confident than interior spots (consensus agreement with 4 runs, centroid margin with 1)."""
+    adata = spaseg.datasets.simulate_tissue(4, pattern="layers", n_rows=36, seed=5)
+    spaseg.pp.normalize_pca(adata, n_comps=15)
+    spaseg.tl.spaseg(adata, n_domains=4, seed=0, **{**FAST, "n_runs": n_runs})
+    conf = adata.obs["domain_confidence"].to_numpy()
+    assert conf.dtype == np.float32 and conf.min() >= 0 and conf.max() <= 1
+    boundary = _boundary_spots(adata)
+    assert 0.05 < boundary.mean() < 0.6
+    assert conf[boundary].mean() < conf[~boundary].mean() - 0.05
+    low = conf < np.quantile(conf, 0.2) if n_runs == 1 else conf < 1  # the least confident
+    assert low.any() and boundary[low].mean() > 1.5 * boundary.mean()
+
+
+def test_tiled_warmup_only_on_images_larger_than_the_tile():
+    """Images no larger than warmup_tile train exactly as without tiling (Visium sections keep
+    their numerics); a larger image with small tiles still finds the bands."""
+    adata = hex_section(seed=4)
+    whole = spaseg.tl.spaseg(adata, n_domains=3, seed=1, copy=True, warmup_tile=None, **FAST)
+    big = spaseg.tl.spaseg(adata, n_domains=3, seed=1, copy=True, warmup_tile=10_000, **FAST)
+    np.testing.assert_array_equal(whole.obsm["spaseg_embedding"], big.obsm["spaseg_embedding"])
+    tiled = spaseg.tl.spaseg(adata, n_domains=3, seed=1, copy=True, warmup_tile=8, **FAST)
+    assert not np.array_equal(tiled.obsm["spaseg_embedding"], whole.obsm["spaseg_embedding"])
+    assert adjusted_rand_score(tiled.obs["truth"], tiled.obs["domain"]) > 0.8
+    again = spaseg.tl.spaseg(adata, n_domains=3, seed=1, copy=True, warmup_tile=8, **FAST)
+    np.testing.assert_array_equal(tiled.obsm["spaseg_embedding"], again.obsm["spaseg_embedding"])
+
+
+def test_runs_stop_when_labels_settle_and_log_their_progress(caplog):
+    """With the label-count stop out of reach (stop_margin 0 on 2 domains of a 3-band section),
+    a run stops once its labels settle, well before max_iter, and says why; every logged
+    iteration line has the time per iteration, the label count and the share that changed."""
+    adata = hex_section(seed=1)
+    with caplog.at_level("INFO", logger="spaseg"):
+        spaseg.tl.spaseg(
+            adata, n_domains=2, seed=0, n_runs=1, warmup_iter=40, max_iter=2000,
+            stop_margin=0, stable_window=20, stable_tol=0.01, log_every=10,
+        )  # fmt: skip
+    info = adata.uns["spaseg"]
+    assert info["stop_reasons"][0] in ("labels stable", "label count")
+    assert info["iterations"][0] < 2000 and info["warmup_iterations"][0] == 40
+    lines = [r.getMessage() for r in caplog.records if " iter " in r.getMessage()]
+    training = [line for line in lines if "labels" in line]
+    assert training and all("s/iter" in line and "changed" in line for line in training)
+    no_stop = spaseg.tl.spaseg(
+        adata, n_domains=2, seed=0, n_runs=1, warmup_iter=40, max_iter=300, stop_margin=0,
+        stable_tol=0.0, log_every=0, copy=True,
+    )  # fmt: skip
+    # stable_tol 0 waits for not a single change: at least as long as the run above
+    assert no_stop.uns["spaseg"]["iterations"][0] >= min(info["iterations"][0], 300)
+
+
+def test_large_sections_get_fewer_runs():
+    from spaseg.tl._spaseg import _n_runs
+
+    assert _n_runs(4, 4_000, 1_200_000) == 4
+    assert _n_runs(4, 400_000, 1_200_000) == 3
+    assert _n_runs(4, 527_000, 1_200_000) == 2
+    assert _n_runs(4, 1_050_000, 1_200_000) == 1
+    assert _n_runs(4, 5_000_000, 1_200_000) == 1
+    assert _n_runs(4, 5_000_000, None) == 4
+    adata = hex_section(seed=1)
+    spaseg.tl.spaseg(adata, n_domains=3, **{**FAST, "n_runs": 3}, consensus_pixels=10)
+    assert adata.uns["spaseg"]["n_runs_used"] == 1 and adata.obsm["spaseg_runs"].shape[1] == 1

@@ -84,9 +84,18 @@ def qc(adata: AnnData, *, title: str | None = None) -> Figure:
 
 
 def domains(adata: AnnData, *, key: str = "domain", title: str | None = None) -> Figure:
-    """Domains on the tissue, next to their sizes."""
-    fig, (ax, bar) = plt.subplots(1, 2, figsize=(11, 5), width_ratios=[3, 1.3])
+    """Domains on the tissue, their per-spot confidence (when ``obs[key + "_confidence"]``
+    exists) and their sizes."""
+    confidence = f"{key}_confidence"
+    has_conf = confidence in adata.obs
+    ratios = [3, 3, 1.3] if has_conf else [3, 1.3]
+    fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios) - 1, 5), width_ratios=ratios)
+    ax, bar = axes[0], axes[-1]
     spatial(adata, key, ax=ax, title=title or key)
+    if has_conf:
+        mean = float(adata.obs[confidence].mean())
+        spatial(adata, confidence, ax=axes[1], title=f"confidence (mean {mean:.2f})", cmap="magma")
+        axes[1].collections[0].set_clim(0, 1)
     sizes = adata.obs[key].value_counts().reindex(adata.obs[key].cat.categories)
     palette = plt.get_cmap("tab20" if len(sizes) > 10 else "tab10")
     bar.barh(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import KMeans
 
@@ -69,3 +70,34 @@ def _upgma(dist: np.ndarray, sizes: np.ndarray, n_clusters: int) -> np.ndarray:
         size[i] += size[j]
         owner[owner == j] = i
     return owner
+
+
+def match_labels(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``labels`` renamed to the ``reference`` label they overlap most (one-to-one, Hungarian
+    on the contingency table); labels left without a partner get ids past the reference's."""
+    mine, inverse = np.unique(labels, return_inverse=True)
+    theirs = np.unique(reference)
+    table = np.zeros((len(mine), len(theirs)))
+    np.add.at(table, (inverse, np.searchsorted(theirs, reference)), 1)
+    rows, cols = linear_sum_assignment(-table)
+    new = np.arange(len(mine)) + theirs.max() + 1
+    new[rows] = theirs[cols]
+    return new[inverse]
+
+
+def agreement(runs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per item, the share of runs whose (matched) label equals the consensus label."""
+    return np.mean([match_labels(run, labels) == labels for run in runs], axis=0)
+
+
+def centroid_margin(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per item, ``1 - d1 / d2`` with ``d1`` the distance to its own cluster's centroid and
+    ``d2`` to the nearest other one: 0 midway between two clusters, near 1 at a centre."""
+    ids = np.unique(labels)
+    centres = np.stack([x[labels == k].mean(axis=0) for k in ids])
+    dist = np.stack([np.linalg.norm(x - c, axis=1) for c in centres], axis=1)
+    own = np.searchsorted(ids, labels)
+    d1 = dist[np.arange(len(x)), own]
+    dist[np.arange(len(x)), own] = np.inf
+    d2 = dist.min(axis=1)
+    return np.clip(1.0 - np.divide(d1, d2, out=np.zeros_like(d1), where=d2 > 0), 0.0, 1.0)

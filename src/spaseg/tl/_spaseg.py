@@ -18,6 +18,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from .._errors import InputError
 from ..pp._image import Grid, SpotImage, spot_image
-from ._consensus import consensus_labels
+from ._consensus import agreement, centroid_margin, consensus_labels
 from ._model import SpaSEGNet
 
 log = logging.getLogger("spaseg")
@@ -129,7 +130,48 @@ def _section_batch(
 
 def _tissue(batch: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """``(S, C, H, W)`` -> ``(n_pixels, C)``: the channels at the occupied pixels."""
-    return batch.transpose(0, 1).flatten(1)[:, pixels].T
+    # Contiguous rows: argmax, log-softmax and the edge gathers read them ~2x faster.
+    return batch.transpose(0, 1).flatten(1)[:, pixels].T.contiguous()
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """When a run stops (see :func:`spaseg`)."""
+
+    max_iter: int
+    warmup_iter: int
+    warmup_tol: float
+    warmup_tile: int  # 0: whole image
+    stop_labels: int
+    n_domains: int
+    stable_window: int
+    stable_tol: float
+
+
+@dataclass
+class _RunResult:
+    logits: np.ndarray  # (n_pixels, K) float64
+    iterations: int
+    warmup_iterations: int
+    n_labels: int
+    reason: str  # why the run stopped
+
+
+class _Progress:
+    """Per-iteration progress lines: time per iteration, loss, labels, share of labels changed."""
+
+    def __init__(self, run_name: str, every: int):
+        self.run_name, self.every = run_name, every
+        self.clock = time.perf_counter()
+
+    def __call__(self, it: int, loss: float, phase: str) -> None:
+        if not self.every or (it + 1) % self.every:
+            return
+        now = time.perf_counter()
+        per_iter, self.clock = (now - self.clock) / self.every, now
+        log.info(
+            "%s iter %d: %.3f s/iter, loss %.4f, %s", self.run_name, it + 1, per_iter, loss, phase
+        )
 
 
 def _train_run(
@@ -138,53 +180,112 @@ def _train_run(
     pixels: torch.Tensor,
     edges: torch.Tensor,
     *,
-    n_domains: int,
     seed: int,
     hidden: int,
-    max_iter: int,
-    warmup_iter: int,
     lr: float,
     weight_decay: float,
     alpha: float,
     beta: float,
-    stop_labels: int,
+    stop: _Stop,
     log_every: int,
     run_name: str,
-) -> tuple[np.ndarray, int, int]:
-    """Train one network; return the tissue logits, the iterations used and the label count.
+) -> _RunResult:
+    """Train one network; return its tissue logits and how it stopped.
 
     ``image`` is a batch of section images ``(S, C, H, W)`` padded to one size, ``mask`` marks
     their tissue ``(S, 1, H, W)``, ``pixels`` holds the flat indices of the occupied pixels in
     the ``S * H * W`` positions and ``edges`` pairs positions in ``pixels``. One network sees
     all sections, and its normalisation pools their tissue pixels.
+
+    Warm-up reconstructs the (standardised) input until its mean squared error, the share of
+    the input's variance not yet reconstructed, falls below ``stop.warmup_tol`` (at most
+    ``stop.warmup_iter`` iterations). Self-training then runs until the argmax uses at most
+    ``stop.stop_labels`` labels, or until the labels have settled (at most ``stop.stable_tol``
+    of the pixels changed label over the last ``stop.stable_window`` iterations, with at least
+    ``n_domains`` labels left for KMeans), or until ``stop.max_iter`` iterations in all.
     """
     torch.manual_seed(seed)
     n_in = image.shape[1]
-    model = SpaSEGNet(n_in, hidden, max(n_in, n_domains)).to(image.device)
+    model = SpaSEGNet(n_in, hidden, max(n_in, stop.n_domains)).to(image.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     target_in = _tissue(image, pixels)  # (n_pixels, n_in)
-    n_labels = -1
-    for it in range(max_iter):
-        logits = _tissue(model(image, mask), pixels)  # (n_pixels, K)
-        if it < warmup_iter:
-            loss = F.mse_loss(logits[:, :n_in], target_in)
+    progress = _Progress(run_name, log_every)
+    n_labels, reason = -1, "max_iter"
+    warmup_done = 0 if stop.warmup_iter == 0 else None
+    window: list[torch.Tensor] = []  # the argmax of the last stable_window iterations
+    tiled = 0 < stop.warmup_tile < max(image.shape[2:])
+    for it in range(stop.max_iter):
+        if warmup_done is None and tiled:
+            logits = None  # the warm-up step sees one tile, not the image
+        else:
+            logits = _tissue(model(image, mask), pixels)  # (n_pixels, K)
+        if warmup_done is None:
+            if tiled:
+                loss = _tile_reconstruction_loss(model, image, mask, stop.warmup_tile)
+            else:
+                loss = F.mse_loss(logits[:, :n_in], target_in)
+            if loss.item() < stop.warmup_tol or it + 1 >= stop.warmup_iter:
+                warmup_done = it + 1
+            phase = "warm-up (reconstruction)"
         else:
             target = logits.argmax(dim=1)
             n_labels = int(torch.unique(target).numel())
-            if n_labels <= stop_labels:
+            window.append(target)
+            changed = float((target != window[0]).float().mean()) if len(window) > 1 else 1.0
+            phase = f"{n_labels} labels, {changed:.2%} changed in {len(window) - 1} iterations"
+            if n_labels <= stop.stop_labels:
+                reason = "label count"
                 break
+            if (
+                len(window) > stop.stable_window
+                and changed <= stop.stable_tol
+                and n_labels >= stop.n_domains
+            ):
+                reason = "labels stable"
+                break
+            if len(window) > stop.stable_window:
+                window.pop(0)
             smooth = (logits[edges[:, 0]] - logits[edges[:, 1]]).abs().mean()
             loss = alpha * F.cross_entropy(logits, target) + beta * smooth
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if log_every and (it + 1) % log_every == 0:
-            phase = "warm-up" if it < warmup_iter else f"{n_labels} labels"
-            log.info("%s iter %d loss %.4f (%s)", run_name, it + 1, loss.item(), phase)
+        progress(it, loss.item(), phase)
     with torch.no_grad():
         logits = _tissue(model(image, mask), pixels)
     n_labels = int(torch.unique(logits.argmax(dim=1)).numel())
-    return logits.cpu().numpy().astype(np.float64), it + 1, n_labels
+    return _RunResult(
+        logits.cpu().numpy().astype(np.float64), it + 1, warmup_done or it + 1, n_labels, reason
+    )
+
+
+def _tile_reconstruction_loss(
+    model: SpaSEGNet, image: torch.Tensor, mask: torch.Tensor, tile: int
+) -> torch.Tensor:
+    """Warm-up loss on one random ``tile`` x ``tile`` window of the image (same window in
+    every section of a batch) that holds tissue: mean squared reconstruction error over its
+    tissue pixels. The network is three layers of 3x3 (5x5 receptive field) convolutions, so
+    learning to reconstruct its input is a local task, and windows teach it as well as the
+    whole image at a fraction of the cost on a whole chip."""
+    height, width = image.shape[2:]
+    th, tw = min(tile, height), min(tile, width)
+    for _ in range(20):  # windows of background only carry no signal: draw again
+        y0 = int(torch.randint(0, height - th + 1, ()).item())
+        x0 = int(torch.randint(0, width - tw + 1, ()).item())
+        m = mask[:, :, y0 : y0 + th, x0 : x0 + tw]
+        if m.sum() >= 0.05 * th * tw:
+            break
+    x = image[:, :, y0 : y0 + th, x0 : x0 + tw]
+    out = model(x, m)[:, : x.shape[1]]
+    return ((out - x) ** 2 * m).sum() / (m.sum().clamp_min(1.0) * x.shape[1])
+
+
+def _n_runs(n_runs: int, n_pixels: int, consensus_pixels: int | None) -> int:
+    """Runs for a section of ``n_pixels``: all ``n_runs`` while their pixels together stay
+    within ``consensus_pixels``, fewer (at least one) for larger sections."""
+    if not consensus_pixels:
+        return n_runs
+    return int(np.clip(consensus_pixels // max(n_pixels, 1), 1, n_runs))
 
 
 def _stop_labels(n_domains: int, *, n_out: int, margin: int) -> int:
@@ -198,6 +299,49 @@ def _run_labels(logits: np.ndarray, n_domains: int, seed: int) -> np.ndarray:
     if labels.max() + 1 == n_domains:
         return labels
     return KMeans(n_domains, n_init=10, random_state=seed).fit_predict(logits)
+
+
+def _check_k_range(
+    n_domains: str, k_range: tuple[int, int], n_obs: int, sample: str | None
+) -> tuple[int, int]:
+    if n_domains != "auto":
+        raise InputError(
+            f"n_domains must be an integer >= 2 or 'auto', got {n_domains!r}.",
+            sample=sample,
+            field="n_domains",
+        )
+    lo, hi = (int(k) for k in k_range)
+    if not 2 <= lo < hi:
+        raise InputError(
+            f"k_range must be two integers 2 <= low < high, got {k_range!r}.",
+            sample=sample,
+            field="k_range",
+        )
+    return lo, min(hi, n_obs)
+
+
+def _choose_k(
+    logits: list[np.ndarray], k_range: tuple[int, int], seeds: np.ndarray
+) -> tuple[int, dict[int, float]]:
+    """The number of domains whose clustering the independent runs agree on best.
+
+    Each run's logits are clustered into ``k`` groups (KMeans) for every ``k`` in the range; the
+    stability of ``k`` is the mean ARI between the runs' clusterings. Below the tissue's real
+    number of domains, runs merge different pairs of domains; above it they split domains
+    at different places: either way they disagree, and the curve peaks at the real number
+    (``benchmarks/auto_k.py``). Ties go to the smaller ``k``.
+    """
+    scores = {}
+    for k in range(k_range[0], k_range[1] + 1):
+        labels = [_run_labels(lg, k, int(s)) for lg, s in zip(logits, seeds, strict=True)]
+        pairs = [
+            adjusted_rand_score(labels[i], labels[j])
+            for i in range(len(labels))
+            for j in range(i + 1, len(labels))
+        ]
+        scores[k] = round(float(np.mean(pairs)), 4)
+    best = max(scores, key=lambda k: (scores[k], -k))
+    return best, scores
 
 
 def _check_inputs(adata: AnnData, use_rep: str, n_domains: int, sample: str | None) -> None:
@@ -234,12 +378,18 @@ def _check_inputs(adata: AnnData, use_rep: str, n_domains: int, sample: str | No
 def spaseg(
     adata: AnnData,
     *,
-    n_domains: int = 7,
+    n_domains: int | Literal["auto"] = 7,
+    k_range: tuple[int, int] = (3, 12),
     seed: int = 0,
     device: str = "auto",
     n_runs: int = 4,
     max_iter: int = 1000,
     warmup_iter: int = 400,
+    warmup_tol: float = 0.0,
+    warmup_tile: int | None = 256,
+    stable_window: int = 50,
+    stable_tol: float = 0.005,
+    consensus_pixels: int | None = 1_200_000,
     lr: float = 0.005,
     weight_decay: float = 1e-5,
     alpha: float = 0.4,
@@ -264,7 +414,12 @@ def spaseg(
         (``obs["array_row"]``/``obs["array_col"]`` or ``obsm["spatial"]``); with
         ``sample_key``, several sections (e.g. from :func:`spaseg.pp.joint_normalize_pca`).
     n_domains
-        Number of domains in the result.
+        Number of domains in the result, or ``"auto"``: the number in ``k_range`` on which the
+        runs agree best (the runs train for ``k_range[1]`` domains; each run's logits are then
+        clustered for every ``k``, and the mean pairwise ARI between runs scores each ``k``;
+        at least two runs). Scores per ``k`` go to ``uns["spaseg"]["k_scores"]``.
+    k_range
+        Smallest and largest number of domains ``"auto"`` considers.
     seed
         Master seed; each run gets its own seed drawn from it (``numpy.random.SeedSequence``),
         so different master seeds share no runs. Same seed, device and thread count give the
@@ -274,7 +429,22 @@ def spaseg(
     n_runs
         Independent runs combined by co-association consensus (1 = a single run).
     max_iter, warmup_iter
-        Iteration budget of a run, and how many of them reconstruct the input first.
+        Most iterations of a run, and most of them that reconstruct the input first.
+    warmup_tol
+        The warm-up ends early once its mean squared error (the share of the standardised
+        input's variance not yet reconstructed) is below this (0: always ``warmup_iter``).
+    warmup_tile
+        On images larger than this (pixels per side), each warm-up iteration reconstructs one
+        random ``warmup_tile`` x ``warmup_tile`` window with tissue instead of the whole image:
+        the same lesson for a whole chip at a fraction of the cost. Smaller images (Visium,
+        ~80 x 130 pixels) train on the whole image. ``None`` or 0: always the whole image.
+    stable_window, stable_tol
+        Self-training also stops once at most ``stable_tol`` of the pixels changed label over
+        the last ``stable_window`` iterations (labels settled above the stop count; KMeans then
+        makes ``n_domains``), so a stalled run does not spend ``max_iter``.
+    consensus_pixels
+        Large sections get fewer runs: as many of ``n_runs`` as fit ``consensus_pixels`` pixels
+        in all, at least one. ``None``: always ``n_runs``.
     lr, weight_decay
         Adam settings.
     alpha, beta
@@ -308,12 +478,19 @@ def spaseg(
 
     Returns
     -------
-    Sets ``obs[key_added]`` (categorical, ``n_domains`` categories), ``obsm["spaseg_embedding"]``
+    Sets ``obs[key_added]`` (categorical, ``n_domains`` categories),
+    ``obs[key_added + "_confidence"]`` (in [0, 1]: the share of runs whose matched label agrees
+    with the consensus; with a single run the centroid margin of its logits, 0 midway between
+    two domains), ``obsm["spaseg_embedding"]``
     (logits of the run closest to the consensus), ``obsm["spaseg_runs"]`` (labels of each run)
     and ``uns["spaseg"]`` (parameters, seed, iterations, device, timing; with ``sample_key``
     also ``samples`` and ``section_shapes``, and ``image_shape`` is the padded size).
     """
-    _check_inputs(adata, use_rep, n_domains, sample)
+    auto = isinstance(n_domains, str)
+    if auto:
+        k_range = _check_k_range(n_domains, k_range, adata.n_obs, sample)
+    n_train = k_range[1] if auto else n_domains  # network size and stop count
+    _check_inputs(adata, use_rep, n_train, sample)
     if sample_key is not None and sample_key not in adata.obs:
         raise InputError(
             f"obs[{sample_key!r}] is missing; it must name each spot's section.",
@@ -326,9 +503,9 @@ def spaseg(
 
     rep = np.asarray(adata.obsm[use_rep], dtype=np.float64)[:, :n_pcs]
     batch = _section_batch(adata, rep, grid, sample_key)
-    if n_domains > batch.n_pixels:
+    if n_train > batch.n_pixels:
         raise InputError(
-            f"n_domains={n_domains} is larger than the number of image pixels ({batch.n_pixels}).",
+            f"n_domains={n_train} is larger than the number of image pixels ({batch.n_pixels}).",
             sample=sample,
             field="n_domains",
         )
@@ -337,39 +514,64 @@ def spaseg(
     pixels = torch.from_numpy(batch.pixels).to(dev)
     edges = torch.from_numpy(batch.edges).to(dev)
 
-    settings = dict(
-        n_domains=n_domains,
-        hidden=hidden or rep.shape[1],
+    stop = _Stop(
         max_iter=max_iter,
         warmup_iter=warmup_iter,
-        lr=lr,
-        weight_decay=weight_decay,
-        alpha=alpha,
-        beta=beta,
-        stop_labels=_stop_labels(n_domains, n_out=max(rep.shape[1], n_domains), margin=stop_margin),
-        log_every=log_every,
+        warmup_tol=warmup_tol,
+        warmup_tile=warmup_tile or 0,
+        stop_labels=_stop_labels(n_train, n_out=max(rep.shape[1], n_train), margin=stop_margin),
+        n_domains=n_train,
+        stable_window=stable_window,
+        stable_tol=stable_tol,
     )
-    run_seeds = np.random.SeedSequence(seed).generate_state(n_runs) % 2**31
-    run_logits, run_labels, iterations, stop_counts = [], [], [], []
+    settings = dict(
+        hidden=hidden or rep.shape[1], lr=lr, weight_decay=weight_decay, alpha=alpha, beta=beta
+    )
+    runs_used = _n_runs(n_runs, batch.n_pixels, consensus_pixels)
+    if auto and runs_used < 2:
+        runs_used = min(2, max(n_runs, 2))  # choosing k compares runs: it needs two
+    if runs_used < n_runs:
+        log.info(
+            "%d pixels: %d run(s) instead of %d (consensus_pixels=%d)",
+            batch.n_pixels,
+            runs_used,
+            n_runs,
+            consensus_pixels,
+        )
+    run_seeds = np.random.SeedSequence(seed).generate_state(runs_used) % 2**31
+    results = []
     with _deterministic():
         for r, run_seed in enumerate(run_seeds.tolist()):
-            logits, n_iter, n_lab = _train_run(
+            name = f"run {r + 1}/{runs_used}"
+            result = _train_run(
                 image,
                 mask,
                 pixels,
                 edges,
                 seed=run_seed,
-                run_name=f"run {r + 1}/{n_runs}",
+                stop=stop,
+                log_every=log_every,
+                run_name=name,
                 **settings,
             )
-            run_logits.append(logits)
-            run_labels.append(_run_labels(logits, n_domains, run_seed))
-            iterations.append(n_iter)
-            stop_counts.append(n_lab)
-            log.info("run %d/%d: %d iterations, %d argmax labels", r + 1, n_runs, n_iter, n_lab)
-
-    runs = np.stack(run_labels)
-    labels = consensus_labels(runs, n_domains, seed=seed) if n_runs > 1 else runs[0]
+            results.append(result)
+            log.info(
+                "%s: %d iterations (%d warm-up), stopped on %s with %d argmax labels",
+                name,
+                result.iterations,
+                result.warmup_iterations,
+                result.reason,
+                result.n_labels,
+            )
+    run_logits = [r.logits for r in results]
+    k_scores = None
+    if auto:
+        n_domains, k_scores = _choose_k(run_logits, k_range, run_seeds)
+        log.info("n_domains auto: %d (stability per k: %s)", n_domains, k_scores)
+    runs = np.stack(
+        [_run_labels(lg, n_domains, int(rs)) for lg, rs in zip(run_logits, run_seeds, strict=True)]
+    )
+    labels = consensus_labels(runs, n_domains, seed=seed) if runs_used > 1 else runs[0]
     best = int(np.argmax([adjusted_rand_score(labels, lab) for lab in runs]))
     n_found = int(labels.max()) + 1
     if n_found != n_domains:
@@ -377,16 +579,27 @@ def spaseg(
             "found %d domains instead of %d: the runs do not separate more.", n_found, n_domains
         )
 
+    # Confidence: the share of runs that agree with the final label; with one run, how far a
+    # spot's logits sit from the boundary between its cluster and the next (centroid margin).
+    if runs_used > 1:
+        confidence = agreement(runs, labels)
+    else:
+        confidence = centroid_margin(run_logits[0], labels)
+
     spot = batch.spot_pixel
     adata.obs[key_added] = pd.Categorical(
         labels[spot].astype(str), categories=[str(k) for k in range(n_found)]
     )
+    adata.obs[f"{key_added}_confidence"] = confidence[spot].astype(np.float32)
     adata.obsm["spaseg_embedding"] = run_logits[best][spot].astype(np.float32)
     adata.obsm["spaseg_runs"] = runs.T[spot].astype(np.int16)
     adata.uns["spaseg"] = {
         "params": {
-            **{k: v for k, v in settings.items() if k != "log_every"},
+            **settings,
+            **vars(stop),
+            "n_domains": n_domains,
             "n_runs": n_runs,
+            "consensus_pixels": consensus_pixels or 0,
             "grid": "+".join(dict.fromkeys(lay.grid for lay in batch.layouts)),
             "use_rep": use_rep,
             "n_pcs": rep.shape[1],
@@ -395,12 +608,21 @@ def spaseg(
         "seed": seed,
         "run_seeds": run_seeds.astype(np.int64),
         "device": str(dev),
-        "iterations": np.asarray(iterations),
-        "labels_at_stop": np.asarray(stop_counts),
+        "n_runs_used": runs_used,
+        "iterations": np.asarray([r.iterations for r in results]),
+        "warmup_iterations": np.asarray([r.warmup_iterations for r in results]),
+        "labels_at_stop": np.asarray([r.n_labels for r in results]),
+        "stop_reasons": np.asarray([r.reason for r in results]),
         "image_shape": np.asarray(batch.image.shape[2:]),
         "n_pixels": batch.n_pixels,
         "time_s": time.perf_counter() - start,
     }
+    if k_scores is not None:
+        adata.uns["spaseg"]["k_scores"] = pd.DataFrame(
+            {"n_domains": list(k_scores), "stability": list(k_scores.values())}
+        )
+        adata.uns["spaseg"]["params"]["k_range"] = np.asarray(k_range)
+        adata.uns["spaseg"]["params"]["n_domains_auto"] = True
     if sample_key is not None:
         adata.uns["spaseg"]["samples"] = np.asarray(batch.samples)
         adata.uns["spaseg"]["section_shapes"] = np.asarray([lay.shape for lay in batch.layouts])
