@@ -691,11 +691,21 @@ def main(argv=None) -> None:
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
 
+    # Rows of earlier runs at other sizes stay in results.tsv, so sizes measured in separate
+    # runs (e.g. 1.05 M bins on its own) make one growth table.
+    table = args.work / "results.tsv"
+    earlier = pd.read_csv(table, sep="\t") if table.exists() else pd.DataFrame()
     rows = []
     for spots in args.spots:
         rows += run_size(args, spots)
         df = pd.DataFrame(rows)
-        df.to_csv(args.work / "results.tsv", sep="\t", index=False)
+        if len(earlier):
+            again = earlier.set_index(["spots_target", "format"]).index.isin(
+                df.set_index(["spots_target", "format"]).index
+            )
+            df = pd.concat([earlier[~again], df], ignore_index=True)
+        df = df.sort_values(["format", "spots_target"], ignore_index=True)
+        df.to_csv(table, sep="\t", index=False)
     text = report(df, args)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     (args.work / f"results-{stamp}.md").write_text(text + "\n")

@@ -209,3 +209,34 @@ def test_large_sections_get_fewer_runs():
     adata = hex_section(seed=1)
     spaseg.tl.spaseg(adata, n_domains=3, **{**FAST, "n_runs": 3}, consensus_pixels=10)
     assert adata.uns["spaseg"]["n_runs_used"] == 1 and adata.obsm["spaseg_runs"].shape[1] == 1
+
+
+def test_auto_n_domains_finds_clear_layers_and_records_scores():
+    """n_domains='auto' on a section of 4 clear layers: picks 4 (within one), keeps the scores
+    per k, and the domains plot draws them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    adata = spaseg.datasets.simulate_tissue(4, pattern="layers", n_rows=36, seed=2)
+    spaseg.pp.normalize_pca(adata, n_comps=15)
+    spaseg.tl.spaseg(
+        adata, n_domains="auto", k_range=(2, 8), seed=0, n_runs=3, max_iter=160, warmup_iter=60,
+        log_every=0,
+    )  # fmt: skip
+    scores = adata.uns["spaseg"]["k_scores"]
+    assert scores["n_domains"].tolist() == list(range(2, 9))
+    chosen = adata.obs["domain"].nunique()
+    assert abs(chosen - 4) <= 1
+    assert scores.set_index("n_domains")["stability"].idxmax() == chosen
+    assert adata.uns["spaseg"]["params"]["n_domains"] == chosen
+    assert adjusted_rand_score(adata.obs["domain_truth"], adata.obs["domain"]) > 0.6
+    fig = spaseg.pl.domains(adata)
+    assert len(fig.axes) >= 4  # tissue, confidence (+ colour bar), sizes, k scores
+
+
+def test_auto_n_domains_errors_name_the_field():
+    adata = hex_section(seed=1)
+    with pytest.raises(InputError, match="k_range"):
+        spaseg.tl.spaseg(adata, n_domains="auto", k_range=(5, 3), **FAST)
+    with pytest.raises(InputError, match="'auto'"):
+        spaseg.tl.spaseg(adata, n_domains="many", **FAST)

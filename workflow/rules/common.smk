@@ -39,6 +39,13 @@ def sheet_error(message, *, sample=None, field=None):
     return WorkflowError(f"{', '.join(where)}: {message}")
 
 
+def as_n_domains(value):
+    """A sample sheet's n_domains cell: an integer, "auto", or left as found (the schema
+    then names it)."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() else (value if pd.isna(value) else text)
+
+
 def load_samples(sheet):
     """Read the sample sheet and check it, each problem named by sample and column."""
     if not Path(sheet).is_file():
@@ -46,6 +53,9 @@ def load_samples(sheet):
     text_columns = {"sample": str, "path": str, "platform": str, "group": str}
     samples = pd.read_csv(sheet, sep="\t", comment="#", dtype=text_columns)
     samples.columns = samples.columns.str.strip()
+    if "n_domains" in samples and samples["n_domains"].dtype == object:
+        # "auto" beside numbers reads as text: numbers back to integers for the schema.
+        samples["n_domains"] = samples["n_domains"].map(as_n_domains)
     if samples.empty:
         raise sheet_error("no samples listed")
     schema = yaml.safe_load(SAMPLES_SCHEMA.read_text())
@@ -169,7 +179,7 @@ def spaseg_params(wildcards):
     params = dict(config["spaseg"])
     n_domains = samples.loc[wildcards.sample].get("n_domains")
     if pd.notna(n_domains):
-        params["n_domains"] = int(n_domains)
+        params["n_domains"] = n_domains if n_domains == "auto" else int(n_domains)
     return params
 
 
@@ -289,7 +299,7 @@ def load_groups(samples):
             rows = rows.sort_values("z", kind="stable")
         if "n_domains" in rows and rows["n_domains"].nunique() > 1:
             raise sheet_error(
-                f"group {name!r} mixes n_domains {sorted(rows['n_domains'].dropna())}; "
+                f"group {name!r} mixes n_domains {sorted(rows['n_domains'].dropna().astype(str))}; "
                 "its sections share one set of domains",
                 sample=rows.index[0],
                 field="n_domains",
@@ -350,7 +360,8 @@ def group_spaseg_params(wildcards):
     params = dict(config["spaseg"])
     rows = group_rows(wildcards)
     if "n_domains" in rows and rows["n_domains"].notna().any():
-        params["n_domains"] = int(rows["n_domains"].dropna().iloc[0])
+        n_domains = rows["n_domains"].dropna().iloc[0]
+        params["n_domains"] = n_domains if n_domains == "auto" else int(n_domains)
     return params
 
 

@@ -88,9 +88,20 @@ def domains(adata: AnnData, *, key: str = "domain", title: str | None = None) ->
     exists) and their sizes."""
     confidence = f"{key}_confidence"
     has_conf = confidence in adata.obs
+    k_scores = adata.uns.get("spaseg", {}).get("k_scores")
     ratios = [3, 3, 1.3] if has_conf else [3, 1.3]
+    ratios += [1.6] if k_scores is not None else []
     fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios) - 1, 5), width_ratios=ratios)
-    ax, bar = axes[0], axes[-1]
+    ax, bar = axes[0], axes[len(ratios) - 1 - (k_scores is not None)]
+    if k_scores is not None:
+        k, score = k_scores["n_domains"].to_numpy(), k_scores["stability"].to_numpy()
+        chosen = adata.obs[key].cat.categories.size
+        axes[-1].plot(k, score, "o-", color="0.3")
+        axes[-1].axvline(chosen, color="C3", ls="--", label=f"chosen: {chosen}")
+        axes[-1].set_xlabel("number of domains")
+        axes[-1].set_ylabel("agreement between runs (mean ARI)")
+        axes[-1].set_title("n_domains: auto")
+        axes[-1].legend(frameon=False)
     spatial(adata, key, ax=ax, title=title or key)
     if has_conf:
         mean = float(adata.obs[confidence].mean())

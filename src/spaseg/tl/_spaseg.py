@@ -206,7 +206,10 @@ def _train_run(
     """
     torch.manual_seed(seed)
     n_in = image.shape[1]
-    model = SpaSEGNet(n_in, hidden, max(n_in, stop.n_domains)).to(image.device)
+    n_out = max(n_in, stop.n_domains)
+    if n_out > 255:
+        raise InputError(f"at most 255 output channels, got {n_out}.", field="n_domains")
+    model = SpaSEGNet(n_in, hidden, n_out).to(image.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     target_in = _tissue(image, pixels)  # (n_pixels, n_in)
     progress = _Progress(run_name, log_every)
@@ -229,9 +232,10 @@ def _train_run(
             phase = "warm-up (reconstruction)"
         else:
             target = logits.argmax(dim=1)
-            n_labels = int(torch.unique(target).numel())
-            window.append(target)
-            changed = float((target != window[0]).float().mean()) if len(window) > 1 else 1.0
+            # bincount, not unique: a count pass instead of a sort of every pixel's label
+            n_labels = int(torch.bincount(target, minlength=logits.shape[1]).count_nonzero())
+            window.append(target.to(torch.uint8))  # <= 255 channels; 8x less to keep
+            changed = (window[-1] != window[0]).float().mean().item() if len(window) > 1 else 1.0
             phase = f"{n_labels} labels, {changed:.2%} changed in {len(window) - 1} iterations"
             if n_labels <= stop.stop_labels:
                 reason = "label count"

@@ -1,0 +1,97 @@
+"""``n_domains: auto``: how often SpaSEG picks the true number of domains.
+
+    python benchmarks/auto_k.py [--k 3 4 5 6 7 8 9 10] [--seeds 0 1 2] [--dlpfc]
+
+Simulated sections (``spaseg.datasets.simulate_tissue``, hex grid, 40 rows, the pattern
+alternating over seeds: layers, blobs, mixed) with known numbers of domains; each is segmented
+with the shipped config (``config/config.yaml``: its ``pca`` and ``spaseg`` sections, so
+``k_range`` too) and ``n_domains: auto``. Prints, per section, the chosen number, the score
+curve and the ARI to the truth; then the share right and within one. With ``--dlpfc`` also
+the four DLPFC sections of ``../shared/data`` (annotated with six layers and white matter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from sklearn.metrics import adjusted_rand_score
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+import spaseg  # noqa: E402
+
+DLPFC = REPO.parent / "shared" / "data" / "dlpfc"
+PATTERNS = ("layers", "blobs", "mixed")
+
+
+def shipped() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def segment(adata, config: dict, seed: int) -> dict:
+    spaseg.pp.normalize_pca(adata, **config["pca"], seed=seed)
+    kwargs = {k: v for k, v in config["spaseg"].items() if k not in ("n_domains", "seed")}
+    kwargs["k_range"] = tuple(kwargs["k_range"])
+    start = time.perf_counter()
+    spaseg.tl.spaseg(adata, n_domains="auto", seed=seed, log_every=0, **kwargs)
+    scores = adata.uns["spaseg"]["k_scores"]
+    curve = " ".join(
+        f"{k}:{s:.2f}" for k, s in zip(scores["n_domains"], scores["stability"], strict=True)
+    )
+    return dict(chosen=adata.obs["domain"].nunique(), curve=curve, s=time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=int, nargs="+", default=list(range(3, 11)))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--dlpfc", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = shipped()
+    rows = []
+    for k in args.k:
+        for seed in args.seeds:
+            pattern = PATTERNS[seed % len(PATTERNS)]
+            adata = spaseg.datasets.simulate_tissue(k, pattern=pattern, n_rows=40, seed=seed)
+            result = segment(adata, config, seed)
+            ari = adjusted_rand_score(adata.obs["domain_truth"], adata.obs["domain"])
+            rows.append(
+                dict(data="simulated", truth=k, pattern=pattern, seed=seed, ari=ari, **result)
+            )
+            print(rows[-1], flush=True)
+    if args.dlpfc and DLPFC.exists():
+        for name in ("151673", "151674", "151675", "151676"):
+            adata = spaseg.io.read_h5ad(DLPFC / f"{name}.h5ad", sample=name)
+            adata = spaseg.pp.qc(adata, **config["qc"], sample=name)
+            result = segment(adata, config, 0)
+            truth = adata.obs.get("layer_guess")
+            ari = np.nan
+            if truth is not None:
+                ok = (truth.astype(str) != "NA").to_numpy()
+                ari = adjusted_rand_score(truth.astype(str)[ok], adata.obs["domain"][ok])
+            rows.append(dict(data=f"DLPFC {name}", truth=7, pattern="", seed=0, ari=ari, **result))
+            print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    print("\n" + df.round(3).to_markdown(index=False))
+    sim = df[df["data"] == "simulated"]
+    if len(sim):
+        right = (sim["chosen"] == sim["truth"]).mean()
+        within = ((sim["chosen"] - sim["truth"]).abs() <= 1).mean()
+        print(
+            f"\nSimulated: right k in {right:.0%} of {len(sim)} sections (target >= 80 %), "
+            f"within one in {within:.0%} (target 100 %); mean time {sim['s'].mean():.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
