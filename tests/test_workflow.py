@@ -175,6 +175,13 @@ GOOD = {"sample": "s1", "path": str(EXAMPLE), "platform": "table", "n_domains": 
         ),
         pytest.param([{**GOOD, "n_domains": 1}], "s1", "n_domains", ["minimum"], id="n-domains-1"),
         pytest.param([{**GOOD, "sample": "a/b"}], "a/b", "sample", ["match"], id="slash-in-name"),
+        pytest.param(
+            [GOOD, {**GOOD, "sample": "s2", "n_domains": "many"}],
+            "s2",
+            "n_domains",
+            ["many"],
+            id="n-domains-text",
+        ),
     ],
 )
 def test_bad_sample_sheet(tmp_path, rows, sample, field, words):
@@ -190,6 +197,19 @@ def test_bad_sample_sheet(tmp_path, rows, sample, field, words):
     for word in words:
         assert word in message, message
     assert not results.exists()
+
+
+def test_sample_sheet_n_domains_auto_beside_numbers(tmp_path):
+    """'auto' in one row, a number in another and none in a third: the sheet validates and
+    the whole workflow plans (the text is not taken for a bad number)."""
+    rows = [GOOD, {**GOOD, "sample": "s2", "n_domains": "auto"}, {**GOOD, "sample": "s3"}]
+    rows[2].pop("n_domains")
+    sheet = write_sheet(tmp_path / "samples.tsv", rows)
+    result = snakemake(
+        "-n", "--cores", "1", "--printshellcmds", "--config", f"samples={sheet}",
+        f"results={tmp_path / 'results'}", workdir=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, output(result)
 
 
 # --- library pieces the workflow owns ---------------------------------------------------------

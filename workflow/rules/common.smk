@@ -94,7 +94,7 @@ def load_samples(sheet):
         record = {key: value for key, value in record.items() if pd.notna(value)}
         error = jsonschema.exceptions.best_match(validator.iter_errors(record))
         if error is not None:
-            field = error.path[0] if error.path else None
+            field = error.absolute_path[0] if error.absolute_path else None
             about = schema["properties"].get(field, {}).get("description")
             message = f"{error.message} ({field}: {about})" if about else error.message
             raise sheet_error(message, sample=record["sample"], field=field)
