@@ -46,6 +46,12 @@ def as_n_domains(value):
     return int(text) if text.isdigit() else (value if pd.isna(value) else text)
 
 
+def sheet_n_domains(value):
+    """A validated n_domains cell as spaseg takes it: "auto" or an int (a column with gaps
+    reads as float)."""
+    return value if value == "auto" else int(value)
+
+
 def load_samples(sheet):
     """Read the sample sheet and check it, each problem named by sample and column."""
     if not Path(sheet).is_file():
@@ -179,7 +185,7 @@ def spaseg_params(wildcards):
     params = dict(config["spaseg"])
     n_domains = samples.loc[wildcards.sample].get("n_domains")
     if pd.notna(n_domains):
-        params["n_domains"] = n_domains if n_domains == "auto" else int(n_domains)
+        params["n_domains"] = sheet_n_domains(n_domains)
     return params
 
 
@@ -361,7 +367,7 @@ def group_spaseg_params(wildcards):
     rows = group_rows(wildcards)
     if "n_domains" in rows and rows["n_domains"].notna().any():
         n_domains = rows["n_domains"].dropna().iloc[0]
-        params["n_domains"] = n_domains if n_domains == "auto" else int(n_domains)
+        params["n_domains"] = sheet_n_domains(n_domains)
     return params
 
 

@@ -87,26 +87,31 @@ def domains(adata: AnnData, *, key: str = "domain", title: str | None = None) ->
     """Domains on the tissue, their per-spot confidence (when ``obs[key + "_confidence"]``
     exists) and their sizes."""
     confidence = f"{key}_confidence"
-    has_conf = confidence in adata.obs
     k_scores = adata.uns.get("spaseg", {}).get("k_scores")
-    ratios = [3, 3, 1.3] if has_conf else [3, 1.3]
-    ratios += [1.6] if k_scores is not None else []
-    fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios) - 1, 5), width_ratios=ratios)
-    ax, bar = axes[0], axes[len(ratios) - 1 - (k_scores is not None)]
-    if k_scores is not None:
-        k, score = k_scores["n_domains"].to_numpy(), k_scores["stability"].to_numpy()
-        chosen = adata.obs[key].cat.categories.size
-        axes[-1].plot(k, score, "o-", color="0.3")
-        axes[-1].axvline(chosen, color="C3", ls="--", label=f"chosen: {chosen}")
-        axes[-1].set_xlabel("number of domains")
-        axes[-1].set_ylabel("agreement between runs (mean ARI)")
-        axes[-1].set_title("n_domains: auto")
-        axes[-1].legend(frameon=False)
-    spatial(adata, key, ax=ax, title=title or key)
-    if has_conf:
+    widths = {"domains": 3, "confidence": 3, "sizes": 1.3, "k_scores": 1.6}
+    if confidence not in adata.obs:
+        del widths["confidence"]
+    if k_scores is None:
+        del widths["k_scores"]
+    fig, axes = plt.subplots(
+        1, len(widths), figsize=(5 * len(widths) - 1, 5), width_ratios=list(widths.values())
+    )
+    panel = dict(zip(widths, axes, strict=True))
+    spatial(adata, key, ax=panel["domains"], title=title or key)
+    if "confidence" in panel:
         mean = float(adata.obs[confidence].mean())
-        spatial(adata, confidence, ax=axes[1], title=f"confidence (mean {mean:.2f})", cmap="magma")
-        axes[1].collections[0].set_clim(0, 1)
+        ax = spatial(adata, confidence, ax=panel["confidence"], cmap="magma")
+        ax.set_title(f"confidence (mean {mean:.2f})")
+        ax.collections[0].set_clim(0, 1)
+    if "k_scores" in panel:
+        ax, chosen = panel["k_scores"], adata.obs[key].cat.categories.size
+        ax.plot(k_scores["n_domains"], k_scores["stability"], "o-", color="0.3")
+        ax.axvline(chosen, color="C3", ls="--", label=f"chosen: {chosen}")
+        ax.set_xlabel("number of domains")
+        ax.set_ylabel("agreement between runs (mean ARI)")
+        ax.set_title("n_domains: auto")
+        ax.legend(frameon=False)
+    bar = panel["sizes"]
     sizes = adata.obs[key].value_counts().reindex(adata.obs[key].cat.categories)
     palette = plt.get_cmap("tab20" if len(sizes) > 10 else "tab10")
     bar.barh(

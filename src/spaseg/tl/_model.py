@@ -8,7 +8,7 @@ from torch import nn
 
 def _channel_sums(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per channel, the sum over batch and pixels of ``x * y`` (``y`` may have one channel):
-    a batched dot product, so no full-size product is written."""
+    a batched dot product, so ``x * y`` itself is never written."""
     if y.shape[1] == 1:
         return torch.einsum("nchw,nhw->c", x, y[:, 0])
     return torch.einsum("nchw,nchw->c", x, y)
@@ -43,7 +43,7 @@ class _MaskedBatchNormFn(torch.autograd.Function):
     def backward(ctx, dy):  # noqa: D102
         x, mask, weight, mean, rstd, n = ctx.saved_tensors
         g = dy * mask
-        sum_g = _channel_sums(g, torch.ones_like(mask)) if g.shape[0] > 1 else g.sum((0, 2, 3))
+        sum_g = g.sum((0, 2, 3))
         # sum over tissue of g * xhat, with xhat = (x - mean) * rstd
         sum_g_xhat = (_channel_sums(g, x) - mean * sum_g) * rstd
         grad_weight, grad_bias = sum_g_xhat, sum_g

@@ -326,26 +326,29 @@ def _check_k_range(
 
 def _choose_k(
     logits: list[np.ndarray], k_range: tuple[int, int], seeds: np.ndarray
-) -> tuple[int, dict[int, float]]:
+) -> tuple[int, dict[int, float], np.ndarray]:
     """The number of domains whose clustering the independent runs agree on best.
 
     Each run's logits are clustered into ``k`` groups (KMeans) for every ``k`` in the range; the
     stability of ``k`` is the mean ARI between the runs' clusterings. Below the tissue's real
     number of domains, runs merge different pairs of domains; above it they split domains
     at different places: either way they disagree, and the curve peaks at the real number
-    (``benchmarks/auto_k.py``). Ties go to the smaller ``k``.
+    (``benchmarks/auto_k.py``). Ties go to the smaller ``k``. Returns the chosen ``k``, the
+    score of every ``k`` and the runs' labels at the chosen ``k`` (runs x items).
     """
-    scores = {}
+    scores, labels = {}, {}
     for k in range(k_range[0], k_range[1] + 1):
-        labels = [_run_labels(lg, k, int(s)) for lg, s in zip(logits, seeds, strict=True)]
+        labels[k] = np.stack(
+            [_run_labels(lg, k, int(s)) for lg, s in zip(logits, seeds, strict=True)]
+        )
         pairs = [
-            adjusted_rand_score(labels[i], labels[j])
-            for i in range(len(labels))
-            for j in range(i + 1, len(labels))
+            adjusted_rand_score(labels[k][i], labels[k][j])
+            for i in range(len(logits))
+            for j in range(i + 1, len(logits))
         ]
         scores[k] = round(float(np.mean(pairs)), 4)
     best = max(scores, key=lambda k: (scores[k], -k))
-    return best, scores
+    return best, scores, labels[best]
 
 
 def _check_inputs(adata: AnnData, use_rep: str, n_domains: int, sample: str | None) -> None:
@@ -532,8 +535,8 @@ def spaseg(
         hidden=hidden or rep.shape[1], lr=lr, weight_decay=weight_decay, alpha=alpha, beta=beta
     )
     runs_used = _n_runs(n_runs, batch.n_pixels, consensus_pixels)
-    if auto and runs_used < 2:
-        runs_used = min(2, max(n_runs, 2))  # choosing k compares runs: it needs two
+    if auto:
+        runs_used = max(runs_used, 2)  # choosing k compares runs: it needs two
     if runs_used < n_runs:
         log.info(
             "%d pixels: %d run(s) instead of %d (consensus_pixels=%d)",
@@ -570,11 +573,15 @@ def spaseg(
     run_logits = [r.logits for r in results]
     k_scores = None
     if auto:
-        n_domains, k_scores = _choose_k(run_logits, k_range, run_seeds)
+        n_domains, k_scores, runs = _choose_k(run_logits, k_range, run_seeds)
         log.info("n_domains auto: %d (stability per k: %s)", n_domains, k_scores)
-    runs = np.stack(
-        [_run_labels(lg, n_domains, int(rs)) for lg, rs in zip(run_logits, run_seeds, strict=True)]
-    )
+    else:
+        runs = np.stack(
+            [
+                _run_labels(lg, n_domains, int(rs))
+                for lg, rs in zip(run_logits, run_seeds, strict=True)
+            ]
+        )
     labels = consensus_labels(runs, n_domains, seed=seed) if runs_used > 1 else runs[0]
     best = int(np.argmax([adjusted_rand_score(labels, lab) for lab in runs]))
     n_found = int(labels.max()) + 1
