@@ -130,7 +130,7 @@ def _section_batch(
 
 def _tissue(batch: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """``(S, C, H, W)`` -> ``(n_pixels, C)``: the channels at the occupied pixels."""
-    # Contiguous rows: argmax, log-softmax and the edge gathers read them ~2x faster.
+    # Contiguous rows: argmax, log-softmax and the edge gathers read rows, not strided columns.
     return batch.transpose(0, 1).flatten(1)[:, pixels].T.contiguous()
 
 
