@@ -25,6 +25,7 @@ ENVS = REPO / "envs"
 PACKAGE_OF = {
     "PIL": "pillow",
     "cv2": "opencv-python",
+    "lazy_loader": "lazy-loader",
     "pyro": "pyro-ppl",
     "scvi": "scvi-tools",
     "sklearn": "scikit-learn",

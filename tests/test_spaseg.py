@@ -40,6 +40,34 @@ def test_same_seed_same_labels_different_seed_differs():
     assert not np.array_equal(a.obsm["spaseg_embedding"], c.obsm["spaseg_embedding"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_same_seed_same_labels_on_gpu():
+    """Bit for bit on a GPU too (cuDNN, cuBLAS workspace and PyTorch's deterministic mode);
+    benchmarks/gpu_check.py does the same on whole sections."""
+    adata = hex_section(seed=3)
+    a = spaseg.tl.spaseg(adata, n_domains=4, seed=7, device="cuda", copy=True, **FAST)
+    b = spaseg.tl.spaseg(adata, n_domains=4, seed=7, device="cuda", copy=True, **FAST)
+    np.testing.assert_array_equal(a.obsm["spaseg_embedding"], b.obsm["spaseg_embedding"])
+    assert a.uns["spaseg"]["versions"]["cuda"] and a.uns["spaseg"]["device"].startswith("cuda")
+
+
+def test_deterministic_mode_is_recorded_and_the_callers_setting_restored():
+    adata = hex_section(seed=3)
+    assert not torch.are_deterministic_algorithms_enabled()
+    spaseg.tl.spaseg(adata, n_domains=3, seed=1, **FAST)
+    assert not torch.are_deterministic_algorithms_enabled()
+    info = adata.uns["spaseg"]
+    assert info["deterministic"] is True and info["torch_threads"] >= 1
+    assert info["versions"]["torch"] == torch.__version__ and info["versions"]["numpy"]
+    torch.use_deterministic_algorithms(True)
+    try:
+        spaseg.tl.spaseg(adata, n_domains=3, seed=1, deterministic=False, **FAST)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert adata.uns["spaseg"]["deterministic"] is False
+
+
 @pytest.mark.parametrize("n_domains", [2, 5, 9])
 def test_exactly_n_domains(n_domains):
     adata = hex_section(seed=1)
@@ -118,13 +146,17 @@ def test_consensus_labels_many_patterns_uses_kmeans_path():
 
 
 def test_import_does_not_load_torch():
-    """Jobs that never train (QC, PCA, plots) should not pay for importing torch."""
+    """Jobs that never train (QC, PCA, plots) should not pay for importing torch; subpackages
+    and their heavy libraries load on first use."""
     import subprocess
     import sys
 
     code = (
-        "import sys, spaseg; assert 'torch' not in sys.modules, 'torch imported eagerly'; "
-        "from spaseg.tl import spaseg as f; assert 'torch' in sys.modules and callable(f)"
+        "import sys, spaseg; heavy = {'torch', 'scanpy', 'matplotlib', 'squidpy', 'anndata'}; "
+        "assert not heavy & set(sys.modules), heavy & set(sys.modules); "
+        "from spaseg.io import read_h5ad; assert 'torch' not in sys.modules; "
+        "from spaseg.tl import spaseg as f; assert 'torch' in sys.modules and callable(f); "
+        "assert 'squidpy' not in sys.modules and 'matplotlib' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 

@@ -94,7 +94,7 @@ def test_env_is_pinned_and_complete(env):
             assert match, f"{env.name}: {entry!r} is not pinned (name=version)"
             pins[match.group(1).lower()] = match.group(3)
     assert pins["python"] == "3.11"
-    # Scripts import spaseg, whose __init__ imports every subpackage: every env needs them all.
+    # Every env holds all of spaseg's dependencies.
     assert library_dependencies() <= set(pins), library_dependencies() - set(pins)
 
 

@@ -1,16 +1,13 @@
 """Simulated data with known truth: sections with domains, Visium folders, Stereo-seq files."""
 
-from ._demo import make_demo
-from ._simulate import simulate_sections, simulate_tissue
-from ._stereoseq import StereoseqSimulation, simulate_stereoseq_counts, write_stereoseq
-from ._visium_outs import write_visium_outs
+import lazy_loader
 
-__all__ = [
-    "StereoseqSimulation",
-    "make_demo",
-    "simulate_sections",
-    "simulate_stereoseq_counts",
-    "simulate_tissue",
-    "write_stereoseq",
-    "write_visium_outs",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_demo": ["make_demo"],
+        "_simulate": ["simulate_sections", "simulate_tissue"],
+        "_stereoseq": ["StereoseqSimulation", "simulate_stereoseq_counts", "write_stereoseq"],
+        "_visium_outs": ["write_visium_outs"],
+    },
+)

@@ -1,7 +1,12 @@
 """Plotting: QC overviews and domain maps."""
 
-from ._multi import aligned_3d, aligned_3d_html, group_domains
-from ._plots import domains, qc, spatial
-from ._svg import svg
+import lazy_loader
 
-__all__ = ["aligned_3d", "aligned_3d_html", "domains", "group_domains", "qc", "spatial", "svg"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_multi": ["aligned_3d", "aligned_3d_html", "group_domains"],
+        "_plots": ["domains", "qc", "spatial"],
+        "_svg": ["svg"],
+    },
+)

@@ -1,8 +1,13 @@
 """Preprocessing: QC, normalisation + PCA (single and joint), and spots -> image pixels."""
 
-from ._image import SpotImage, spot_image
-from ._joint import joint_normalize_pca
-from ._pca import normalize_pca
-from ._qc import qc
+import lazy_loader
 
-__all__ = ["SpotImage", "joint_normalize_pca", "normalize_pca", "qc", "spot_image"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_image": ["SpotImage", "spot_image"],
+        "_joint": ["joint_normalize_pca"],
+        "_pca": ["normalize_pca"],
+        "_qc": ["qc"],
+    },
+)

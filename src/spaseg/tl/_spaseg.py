@@ -15,6 +15,8 @@ L1 continuity loss pulls neighbouring spots' logits together. Unlike the referen
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,15 +47,59 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# cuBLAS reads its workspace setting when its first handle is made, so it is set on import,
+# before any GPU work; without it, deterministic mode refuses cuBLAS calls on CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
 @contextmanager
-def _deterministic():
-    """Deterministic kernels for the duration of a call (CUDA needs them asked for)."""
-    previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+def _deterministic(enabled: bool = True):
+    """Deterministic kernels for the duration of a call; the caller's settings come back after.
+
+    On a GPU the same seed gives the same labels only with all three: cuDNN's deterministic
+    convolutions without autotuning, PyTorch's deterministic mode (sorted rather than atomic
+    scatter-adds in the backward of the edge gathers) and the fixed cuBLAS workspace above.
+    """
+    previous = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+    )
+    if enabled:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[:2]
+        torch.use_deterministic_algorithms(previous[2])
+
+
+def _environment(dev: torch.device, deterministic: bool) -> dict:
+    """What the labels depend on besides the inputs and the seed: device, threads, versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return ""
+
+    cuda = dev.type == "cuda"
+    return {
+        "deterministic": deterministic,
+        "device_name": torch.cuda.get_device_name(dev) if cuda else platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            "spaseg": installed("spaseg"),
+            "torch": torch.__version__,
+            "cuda": (torch.version.cuda or "") if cuda else "",
+            "cudnn": str(torch.backends.cudnn.version() or "") if cuda else "",
+            "numpy": np.__version__,
+            "scikit-learn": installed("scikit-learn"),
+            "python": platform.python_version(),
+        },
+    }
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -408,6 +454,7 @@ def spaseg(
     n_pcs: int | None = None,
     key_added: str = "domain",
     sample_key: str | None = None,
+    deterministic: bool = True,
     log_every: int = 100,
     sample: str | None = None,
     copy: bool = False,
@@ -430,7 +477,11 @@ def spaseg(
     seed
         Master seed; each run gets its own seed drawn from it (``numpy.random.SeedSequence``),
         so different master seeds share no runs. Same seed, device and thread count give the
-        same labels.
+        same labels (with ``deterministic``).
+    deterministic
+        Deterministic kernels (cuDNN, cuBLAS and PyTorch's deterministic mode) during training,
+        so the same seed reproduces the labels bit for bit on a GPU too. ``False`` allows
+        faster non-deterministic GPU kernels; on CPU it changes nothing measurable.
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     n_runs
@@ -490,7 +541,8 @@ def spaseg(
     with the consensus; with a single run the centroid margin of its logits, 0 midway between
     two domains), ``obsm["spaseg_embedding"]``
     (logits of the run closest to the consensus), ``obsm["spaseg_runs"]`` (labels of each run)
-    and ``uns["spaseg"]`` (parameters, seed, iterations, device, timing; with ``sample_key``
+    and ``uns["spaseg"]`` (parameters, seed, iterations, device and its name, threads, library
+    versions, timing; with ``sample_key``
     also ``samples`` and ``section_shapes``, and ``image_shape`` is the padded size).
     """
     auto = isinstance(n_domains, str)
@@ -547,7 +599,7 @@ def spaseg(
         )
     run_seeds = np.random.SeedSequence(seed).generate_state(runs_used) % 2**31
     results = []
-    with _deterministic():
+    with _deterministic(deterministic):
         for r, run_seed in enumerate(run_seeds.tolist()):
             name = f"run {r + 1}/{runs_used}"
             result = _train_run(
@@ -619,6 +671,7 @@ def spaseg(
         "seed": seed,
         "run_seeds": run_seeds.astype(np.int64),
         "device": str(dev),
+        **_environment(dev, deterministic),
         "n_runs_used": runs_used,
         "iterations": np.asarray([r.iterations for r in results]),
         "warmup_iterations": np.asarray([r.warmup_iterations for r in results]),
