@@ -139,12 +139,20 @@ def test_read_h5ad_round_trip(tmp_path):
 
 
 def test_read_h5ad_grid_only(tmp_path):
+    """Visium grid indices become x, y in spot-centre distances (a column step is half of
+    one, a row step sqrt(3)/2); a square grid's indices are used as they are."""
     original = make_adata()
     del original.obsm["spatial"]
     original.write_h5ad(path := tmp_path / "s.h5ad")
     adata = read_h5ad(path)
-    expected = original.obs[["array_col", "array_row"]].to_numpy(np.float64)
-    np.testing.assert_array_equal(adata.obsm["spatial"], expected)
+    col, row = (original.obs[c].to_numpy(np.float64) for c in ("array_col", "array_row"))
+    expected = np.column_stack([col / 2, row * np.sqrt(3) / 2])
+    np.testing.assert_allclose(adata.obsm["spatial"], expected)
+    square = original.copy()
+    square.obs["array_col"] = np.arange(square.n_obs) % 6  # every row and column parity
+    square.write_h5ad(path := tmp_path / "square.h5ad")
+    expected = square.obs[["array_col", "array_row"]].to_numpy(np.float64)
+    np.testing.assert_array_equal(read_h5ad(path).obsm["spatial"], expected)
 
 
 def test_read_h5ad_counts_from_layer(tmp_path):

@@ -7,6 +7,7 @@ floors must hold either way. Both stay above Leiden (0.39 / 0.36) and KMeans (0.
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from sklearn.metrics import adjusted_rand_score
@@ -35,3 +36,23 @@ def test_dlpfc_seed0_ari_floor_with_shipped_defaults(shared_data, section):
     assert 0 <= adata.obs["domain_confidence"].min() and adata.obs["domain_confidence"].max() <= 1
     floor = FLOORS[section]
     assert ari >= floor, f"{section}: ARI {ari:.3f} fell below the regression floor {floor}"
+
+
+def test_dlpfc_morans_i_same_without_pixel_coordinates(shared_data, tmp_path):
+    """151673 read without obsm["spatial"] (grid indices only) gives the same Moran's I as with
+    its pixel coordinates: both graphs are Visium's six hexagonal neighbours."""
+    import anndata as ad
+    import scanpy as sc
+
+    path = shared_data / "dlpfc" / "151673.h5ad"
+    bare = ad.read_h5ad(path)
+    del bare.obsm["spatial"]
+    bare.write_h5ad(tmp_path / "bare.h5ad")
+    tables = []
+    for source in (path, tmp_path / "bare.h5ad"):
+        adata = spaseg.io.read_h5ad(source, sample="151673")
+        adata = adata[:, :2000].copy()  # enough genes to compare, a fraction of the time
+        sc.pp.normalize_total(adata)
+        sc.pp.log1p(adata)
+        tables.append(spaseg.tl.morans_i(adata)["morans_i"])
+    pd.testing.assert_series_equal(tables[0], tables[1])

@@ -574,8 +574,11 @@ def slurm_run(slurm_cluster, tmp_path_factory):
         "SPASEG_SLURM_GPU_PARTITION": "gpu",
         "SPASEG_SLURM_GPU_MODEL": GPU_TYPE,
         # Attempt 1 of each training job (16000 MB) fails as if out of memory; attempt 2
-        # (32000 MB) passes.
+        # (32000 MB) passes (tests/hooks/sitecustomize.py, loaded by the jobs' Python).
         "SPASEG_TEST_MEM_NEEDED": f"spaseg_train={TEST_MEMORY_NEED}",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent / "hooks"), os.environ.get("PYTHONPATH")])
+        ),
     }
     env.pop("SPASEG_SLURM_ACCOUNT", None)  # no slurmdbd, no accounts
     command = [

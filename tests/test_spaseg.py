@@ -70,9 +70,12 @@ def test_deterministic_mode_is_recorded_and_the_callers_setting_restored():
 
 @pytest.mark.parametrize("n_domains", [2, 5, 9])
 def test_exactly_n_domains(n_domains):
+    """One run and a consensus of runs alike (a three-band section asked for nine)."""
     adata = hex_section(seed=1)
-    spaseg.tl.spaseg(adata, n_domains=n_domains, seed=0, **FAST)
-    assert adata.obs["domain"].nunique() == n_domains
+    for n_runs in (1, 3):
+        spaseg.tl.spaseg(adata, n_domains=n_domains, seed=0, **{**FAST, "n_runs": n_runs})
+        assert adata.obs["domain"].nunique() == n_domains
+        assert adata.uns["spaseg"]["n_domains_found"] == n_domains
 
 
 def test_consensus_of_runs(hex_adata):

@@ -110,6 +110,25 @@ def test_scripts_use_this_checkouts_library():
     assert (REPO / "scripts").resolve().parent.joinpath("src", "spaseg").is_dir()
 
 
+def test_test_hooks_live_in_the_tests():
+    """Production code reads no test switch; the out-of-memory hook of test_slurm.py is a
+    sitecustomize that only a test's PYTHONPATH loads, and it fires for the named rule only."""
+    production = [*(REPO / "scripts").glob("*.py"), *(REPO / "src").rglob("*.py")]
+    production += [*RULES.glob("*.smk"), REPO / "Snakefile"]
+    assert not [p.name for p in production if "SPASEG_TEST" in p.read_text()]
+    job = (
+        "import types; snakemake = types.SimpleNamespace(rule={rule!r}, "
+        "resources=types.SimpleNamespace(mem_mb=50)); import spaseg"
+    )
+    env = {"PYTHONPATH": str(REPO / "tests" / "hooks"), "SPASEG_TEST_MEM_NEEDED": "train=100"}
+    for rule, fails in (("train", True), ("qc", False)):
+        done = subprocess.run(
+            [sys.executable, "-c", job.format(rule=rule)], env=env, capture_output=True, text=True
+        )
+        assert (done.returncode != 0) == fails, done.stderr
+        assert ("out of memory (test hook)" in done.stderr) == fails
+
+
 # --- config, schema, docs ---------------------------------------------------------------------
 
 

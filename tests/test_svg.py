@@ -216,7 +216,65 @@ def test_knn_graph_is_row_standardised_without_self_loops():
     adata.obsm["spatial"][1] = adata.obsm["spatial"][0]  # a duplicated position
     graph = spatial_knn_graph(adata, n_neighbors=4)
     np.testing.assert_allclose(np.asarray(graph.sum(axis=1)).ravel(), 1.0)
-    assert graph.diagonal().sum() == 0 and (graph.getnnz(axis=1) == 4).all()
+    assert graph.diagonal().sum() == 0 and (graph.getnnz(axis=1) >= 4).all()
+    assert graph[0, 1] > 0 and graph[1, 0] > 0  # the spot at the same place is a neighbour
+
+
+def _square_section(seed=1) -> ad.AnnData:
+    adata = spaseg.datasets.simulate_tissue(
+        3, grid="square", n_rows=24, n_genes=60, n_markers=5, seed=seed
+    )
+    adata.X = np.log1p(adata.X)
+    return adata
+
+
+def _off_grid(adata: ad.AnnData) -> ad.AnnData:
+    """The same spots with coordinates only (grid indices dropped)."""
+    out = adata.copy()
+    out.obs = out.obs.drop(columns=["array_row", "array_col"])
+    return out
+
+
+def test_graph_follows_the_grid():
+    """On a grid: Visium's ring of six, the four edge neighbours of a square bin. Off a grid
+    on square coordinates the 5th and 6th nearest are two of four tied corners: all four
+    are taken, not two picked by the order of the bins."""
+    square = _square_section()
+    assert np.bincount(spatial_knn_graph(square).getnnz(axis=1)).argmax() == 4
+    assert np.bincount(spatial_knn_graph(_off_grid(square)).getnnz(axis=1)).argmax() == 8
+    hexagonal = spaseg.datasets.simulate_tissue(3, n_rows=20, n_genes=40, n_markers=2, seed=1)
+    assert np.bincount(spatial_knn_graph(hexagonal).getnnz(axis=1)).argmax() == 6
+    assert (spatial_knn_graph(hexagonal) != spatial_knn_graph(_off_grid(hexagonal))).nnz > 0
+
+
+@pytest.mark.parametrize("on_grid", [True, False])
+@pytest.mark.parametrize("change", ["shuffled", "rotated 90", "rotated 30 and shifted"])
+def test_morans_i_does_not_depend_on_spot_order_or_rotation(change, on_grid):
+    adata = _square_section() if on_grid else _off_grid(_square_section())
+    expected = morans_i(adata)["morans_i"].to_numpy()
+    other = adata[np.random.default_rng(0).permutation(adata.n_obs)].copy()
+    xy = other.obsm["spatial"].astype(np.float64)
+    if change != "shuffled":
+        angle = np.deg2rad(90 if change == "rotated 90" else 30)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        other.obsm["spatial"] = xy @ rot.T + (0 if change == "rotated 90" else 1e4)
+    np.testing.assert_allclose(morans_i(other)["morans_i"].to_numpy(), expected, rtol=1e-9)
+
+
+def test_h5ad_without_spatial_gets_the_hexagonal_neighbours(tmp_path):
+    """Visium grid indices are converted to centre distances: the graph and Moran's I are
+    those of the true geometry (in index units the 5th and 6th neighbours would be wrong)."""
+    truth = spaseg.datasets.simulate_tissue(3, n_rows=20, n_genes=40, n_markers=2, seed=2)
+    bare = truth.copy()
+    del bare.obsm["spatial"]
+    bare.write_h5ad(tmp_path / "bare.h5ad")
+    read = spaseg.io.read_h5ad(tmp_path / "bare.h5ad", sample="bare")
+    # The coordinates alone (no grid indices) give the true geometry's neighbours.
+    truth, read = _off_grid(truth), _off_grid(read)
+    assert (spatial_knn_graph(read) != spatial_knn_graph(truth)).nnz == 0
+    for adata in (truth, read):
+        adata.X = np.log1p(adata.X)
+    np.testing.assert_allclose(morans_i(read)["morans_i"], morans_i(truth)["morans_i"], rtol=1e-9)
 
 
 def test_group_mode_links_and_centres_within_sections():
@@ -265,7 +323,8 @@ def test_group_graph_never_links_sections():
     assert (sample[rows] != sample[cols]).mean() > 0.3
     graph = spatial_knn_graph(joint, batch_key="sample")
     rows, cols = graph.nonzero()
-    assert rows.size == 6 * joint.n_obs and (sample[rows] == sample[cols]).all()
+    assert (sample[rows] == sample[cols]).all()
+    assert np.bincount(graph.getnnz(axis=1)).argmax() == 6  # the hexagonal ring
     np.testing.assert_allclose(np.asarray(graph.sum(axis=1)).ravel(), 1.0)
     for name in ("sec0", "sec1", "sec2"):
         inside = np.flatnonzero(sample == name)
@@ -289,25 +348,49 @@ def test_group_mode_rejects_a_given_graph_across_sections():
     np.testing.assert_allclose(given["morans_i"], built["morans_i"])
 
 
-def test_group_mode_pools_domains_and_pools_morans_i_per_section():
+def _van_elteren_p(values, inside, sample) -> float:
+    """Stratified rank-sum p-value written out from its definition (weights 1 / (n + 1))."""
+    deviation = variance = 0.0
+    for name in np.unique(sample):
+        here = sample == name
+        x, mine = values[here], inside[here]
+        n, n1 = here.sum(), mine.sum()
+        if n1 in (0, n):
+            continue
+        ranks = stats.rankdata(x)
+        _, tied = np.unique(x, return_counts=True)
+        ties = (tied**3 - tied).sum()
+        deviation += (ranks[mine].sum() - n1 * (n + 1) / 2) / (n + 1)
+        variance += n1 * (n - n1) / 12 * ((n + 1) - ties / (n * (n - 1))) / (n + 1) ** 2
+    return 2 * stats.norm.sf(abs(deviation) / np.sqrt(variance))
+
+
+def test_group_mode_stratifies_domains_and_pools_morans_i_per_section():
     joint = _joint(n_sections=2, seed=4)
     table = svg(joint, batch_key="sample", copy=True)
     assert list(table.columns) == TABLE_COLUMNS
-    # Domain tests: one test over the spots of both sections, as without sections.
+    # Domain tests: van Elteren's stratified rank-sum test over the sections.
     x = joint.X.toarray().astype(np.float64)
     labels = joint.obs["domain"].astype(str).to_numpy()
+    sample = joint.obs["sample"].to_numpy()
     for gene in (0, 5, 50):
         for domain in np.unique(labels):
-            inside = labels == domain
-            expected = stats.mannwhitneyu(
-                x[inside, gene], x[~inside, gene], method="asymptotic", use_continuity=False
-            ).pvalue
+            expected = _van_elteren_p(x[:, gene], labels == domain, sample)
             row = _row(table, joint.var_names[gene], domain)
             assert row["pval"] == pytest.approx(expected, rel=1e-6)
+    # One section: the plain rank-sum test.
+    one = joint[sample == "sec0"].copy()
+    alone = svg(one, copy=True)
+    first = np.unique(labels)[0]
+    inside = one.obs["domain"].astype(str).to_numpy() == first
+    expected = stats.mannwhitneyu(
+        x[sample == "sec0"][inside, 5], x[sample == "sec0"][~inside, 5],
+        method="asymptotic", use_continuity=False,
+    ).pvalue  # fmt: skip
+    assert _row(alone, one.var_names[5], first)["pval"] == pytest.approx(expected, rel=1e-6)
     # Moran's I: sum over sections of z' W z over sum of z' z, each section centred and
     # its graph built on it alone.
     num, den, n, s0 = np.zeros(x.shape[1]), np.zeros(x.shape[1]), 0, 0.0
-    sample = joint.obs["sample"].to_numpy()
     for name in ("sec0", "sec1"):
         inside = sample == name
         w = spatial_knn_graph(joint[inside].copy()).toarray()
@@ -323,6 +406,29 @@ def test_group_mode_pools_domains_and_pools_morans_i_per_section():
     hits = table["passes"] & planted
     assert hits.sum() / planted.sum() >= 0.9 and hits.sum() / table["passes"].sum() >= 0.9
     assert (table.loc[planted, "morans_padj"] < 0.05).mean() >= 0.9
+
+
+def test_group_mode_a_deeper_section_does_not_make_markers():
+    """Two sections of different depth and domain make-up: a gene that is only higher in the
+    deeper section (where domain "A" is 80 % of the spots, against 20 % in the other) is a
+    strong "marker" of A when the spots are pooled, and not when the test is stratified; a
+    real marker of A stays significant."""
+    rng = np.random.default_rng(0)
+    n = 600
+    sample = np.repeat(["deep", "shallow"], n)
+    domain = np.where(rng.random(2 * n) < np.where(sample == "deep", 0.8, 0.2), "A", "B")
+    depth_only = rng.poisson(np.where(sample == "deep", 6.0, 1.0))
+    marker = rng.poisson(np.where(domain == "A", 3.0, 1.0) * np.where(sample == "deep", 3, 1))
+    noise = rng.poisson(2.0, 2 * n)
+    joint = _section(np.log1p(np.column_stack([depth_only, marker, noise])), domain)
+    joint.obs["sample"] = sample
+    joint.obsm["spatial"] = np.column_stack([np.arange(2 * n) % n, np.zeros(2 * n)])
+    pooled = svg(joint, copy=True)
+    stratified = svg(joint, batch_key="sample", copy=True)
+    assert _row(pooled, "g0", "A")["pval"] < 1e-20  # the confounded test (it can fail)
+    assert _row(stratified, "g0", "A")["pval"] > 0.01
+    assert _row(stratified, "g1", "A")["pval"] < 1e-20
+    assert _row(stratified, "g2", "A")["pval"] > 0.01
 
 
 def test_plot(tmp_path):

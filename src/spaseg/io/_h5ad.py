@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import InputError
+from ..pp._image import detect_grid
 from ._readers import SPATIAL_FIELD, finish, is_count_matrix, require_path
 
 # Ensembl gene IDs of any species: ENSG..., ENSMUSG..., optionally with a version suffix.
@@ -35,8 +36,9 @@ def read_h5ad(path: str | os.PathLike, *, sample: str | None = None) -> AnnData:
     ``obs``/``var`` columns of the file. Counts are taken from ``layers["counts"]``, ``X`` or
     ``raw.X``, the first of them that holds non-negative whole numbers. Coordinates come from
     ``obsm["spatial"]`` or, failing that, from ``obs["array_col"]`` (x) and ``obs["array_row"]``
-    (y). If ``var_names`` are Ensembl IDs, ``var["gene_symbols"]`` is filled from
-    ``var["gene_name"]``, ``var["feature_name"]`` or ``var["symbol"]`` when missing.
+    (y), in units of the distance between spot centres on Visium's hexagonal grid. If
+    ``var_names`` are Ensembl IDs, ``var["gene_symbols"]`` is filled from ``var["gene_name"]``,
+    ``var["feature_name"]`` or ``var["symbol"]`` when missing.
 
     Raises
     ------
@@ -89,8 +91,14 @@ def _coordinates(adata: AnnData, *, sample, path) -> np.ndarray:
     if "spatial" in adata.obsm:
         return adata.obsm["spatial"]
     if {"array_row", "array_col"} <= set(adata.obs.columns):
-        # Visium grid indices: columns run along x, rows along y.
-        return adata.obs[["array_col", "array_row"]].to_numpy()
+        # Grid indices: columns run along x, rows along y.
+        col, row = (adata.obs[c].to_numpy(dtype=np.float64) for c in ("array_col", "array_row"))
+        if detect_grid(adata) == "hex":
+            # On Visium's hexagonal grid a column step is half the distance between spot
+            # centres and a row step sqrt(3)/2 of it: in index units the six neighbours are not
+            # the nearest six (the spatial graph would be wrong). In centre distances they are.
+            return np.column_stack([col / 2, row * np.sqrt(3) / 2])
+        return np.column_stack([col, row])
     raise InputError(
         'no coordinates: expected obsm["spatial"], or obs["array_row"] and obs["array_col"]',
         sample=sample,

@@ -85,7 +85,8 @@ class SpotImage:
         return mask.reshape(self.shape)
 
 
-def _detect_grid(adata: AnnData) -> str:
+def detect_grid(adata: AnnData) -> str:
+    """``"hex"`` (Visium), ``"square"`` (integer lattice) or ``"free"``, from ``obs``."""
     if {"array_row", "array_col"} <= set(adata.obs.columns):
         row = adata.obs["array_row"].to_numpy()
         col = adata.obs["array_col"].to_numpy()
@@ -117,6 +118,38 @@ def _lattice(adata: AnnData, grid: str, max_size: int) -> tuple[np.ndarray, str]
     return lat[:, ::-1], "square"  # rows follow y, columns follow x
 
 
+def lattice_edges(points: np.ndarray, neighbourhood: str) -> np.ndarray:
+    """Pairs of distinct lattice points ``(row, col)`` that are grid neighbours, each pair once.
+
+    ``neighbourhood`` is ``"hex"`` (Visium's six, in ``array_row``/``array_col`` units) or
+    ``"square"`` (the four edge neighbours). Each offset is looked up in a dense table of the
+    lattice, so the cost is linear in the number of points.
+    """
+    points = points - points.min(axis=0)
+    span = points.max(axis=0) + 1
+    table = np.full(span[0] * span[1], -1, dtype=np.int64)
+    table[points[:, 0] * span[1] + points[:, 1]] = np.arange(len(points))
+    edges = []
+    for dr, dc in _HALF_OFFSETS[neighbourhood]:
+        r, c = points[:, 0] + dr, points[:, 1] + dc
+        ok = (r >= 0) & (r < span[0]) & (c >= 0) & (c < span[1])
+        other = np.full(len(points), -1, dtype=np.int64)
+        other[ok] = table[r[ok] * span[1] + c[ok]]
+        hit = other >= 0
+        edges.append(np.column_stack([np.flatnonzero(hit), other[hit]]))
+    return np.concatenate(edges)
+
+
+def grid_lattice(adata: AnnData) -> tuple[np.ndarray, str] | None:
+    """Integer ``(array_row, array_col)`` of each spot and ``"hex"``/``"square"``, or ``None``
+    for spots that are not on a grid."""
+    grid = detect_grid(adata)
+    if grid == "free":
+        return None
+    lattice = np.column_stack([adata.obs["array_row"], adata.obs["array_col"]]).astype(np.int64)
+    return lattice, grid
+
+
 def spot_image(adata: AnnData, *, grid: Grid = "auto", max_size: int = 1000) -> SpotImage:
     """Map the spots of a section onto image pixels.
 
@@ -131,7 +164,7 @@ def spot_image(adata: AnnData, *, grid: Grid = "auto", max_size: int = 1000) -> 
         Largest image side for ``"free"`` coordinates; the pixel grows to respect it.
     """
     if grid == "auto":
-        grid = _detect_grid(adata)
+        grid = detect_grid(adata)
     lattice, neighbourhood = _lattice(adata, grid, max_size)
     if grid == "hex":
         pix = np.column_stack([lattice[:, 0], lattice[:, 1] // 2])
@@ -141,20 +174,8 @@ def spot_image(adata: AnnData, *, grid: Grid = "auto", max_size: int = 1000) -> 
     flat = pix[:, 0] * shape[1] + pix[:, 1]
     pixel_index, spot_pixel = np.unique(flat, return_inverse=True)
 
-    # Edges between occupied pixels: look each neighbour offset up in a dense lattice table.
+    # Edges between occupied pixels, from one representative spot's lattice point per pixel.
     occupied_lat = np.zeros(len(pixel_index), dtype=np.int64)
-    occupied_lat[spot_pixel] = np.arange(len(spot_pixel))  # one representative spot per pixel
-    rep = lattice[occupied_lat]
-    span = rep.max(axis=0) + 1
-    table = np.full(span[0] * span[1], -1, dtype=np.int64)
-    table[rep[:, 0] * span[1] + rep[:, 1]] = np.arange(len(rep))
-    edges = []
-    for dr, dc in _HALF_OFFSETS[neighbourhood]:
-        r, c = rep[:, 0] + dr, rep[:, 1] + dc
-        ok = (r >= 0) & (r < span[0]) & (c >= 0) & (c < span[1])
-        other = np.full(len(rep), -1, dtype=np.int64)
-        other[ok] = table[r[ok] * span[1] + c[ok]]
-        hit = other >= 0
-        edges.append(np.column_stack([np.flatnonzero(hit), other[hit]]))
-    edges = np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64)
+    occupied_lat[spot_pixel] = np.arange(len(spot_pixel))
+    edges = lattice_edges(lattice[occupied_lat], neighbourhood)
     return SpotImage(shape, pixel_index, spot_pixel.astype(np.int64), edges, grid)

@@ -26,25 +26,39 @@ from scipy.spatial import cKDTree
 from statsmodels.stats.multitest import multipletests
 
 from .._errors import InputError
+from ..pp._image import grid_lattice, lattice_edges
 
 # Dense float64 values held per block of genes in Moran's I (about 160 MB).
 _BLOCK_ELEMENTS = 20_000_000
 
 
+# Relative tolerance under which two neighbour distances count as equal (a lattice's ties).
+_TIE_RTOL = 1e-6
+# Extra neighbours looked at beyond the k-th, to find those tied with it (a square lattice's
+# second ring has four).
+_TIE_LOOKAHEAD = 8
+
+
 def spatial_knn_graph(
     adata: AnnData, *, n_neighbors: int = 6, batch_key: str | None = None
 ) -> sparse.csr_matrix:
-    """Row-standardised k-nearest-neighbour graph of the spots in ``obsm["spatial"]``.
+    """Row-standardised spatial neighbour graph that follows the grid.
 
-    Six neighbours are the ring around a Visium spot, and the four edge plus two of the
-    corner neighbours of a square bin.
+    Spots on a grid (integer ``obs["array_row"]``/``obs["array_col"]``) are linked to their
+    grid neighbours: the six around a Visium spot, the four edge neighbours of a square bin
+    (as SpaSEG's continuity loss), and spots at the same grid point to each other. Other
+    spots (``obsm["spatial"]`` only: Slide-seq, cells) are linked to their ``n_neighbors``
+    nearest spots and to every spot tied with the farthest of them (within a relative
+    ``1e-6``), so that lattice-like coordinates do not leave the choice among equally near
+    spots to their order. Either way, reordering, rotating or shifting a section gives the
+    same graph.
 
     Parameters
     ----------
     adata
-        Spots with coordinates in ``obsm["spatial"]``.
+        Spots with ``obs["array_row"]``/``obs["array_col"]`` on a grid, or ``obsm["spatial"]``.
     n_neighbors
-        Neighbours per spot (fewer in a section with fewer spots).
+        Neighbours per spot off a grid, before ties (fewer in a section with fewer spots).
     batch_key
         ``obs`` column naming each spot's section (e.g. ``"sample"`` for a group's joint data):
         the neighbours of a spot are searched among the spots of its own section only, so no
@@ -54,30 +68,70 @@ def spatial_knn_graph(
 
     Returns
     -------
-    ``(n_spots, n_spots)`` CSR matrix; row ``i`` holds ``1 / k`` at the ``k`` neighbours of
-    spot ``i`` (a row of zeros for a spot alone in its section).
+    ``(n_spots, n_spots)`` CSR matrix; row ``i`` holds ``1 / k_i`` at the ``k_i`` neighbours of
+    spot ``i`` (a row of zeros for a spot without neighbours).
     """
-    if "spatial" not in adata.obsm:
-        raise InputError("no coordinates to build the spatial graph from.", field="obsm['spatial']")
     if n_neighbors < 1:
         raise InputError(f"must be at least 1, got {n_neighbors!r}", field="n_neighbors")
-    xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]
-    sections = _sections(adata, batch_key)
     rows, cols = [], []
-    for members in sections:
-        k = min(n_neighbors, members.size - 1)
-        if k < 1:
-            continue
-        # k + 1 because the nearest point of each spot is itself.
-        _, nearest = cKDTree(xy[members]).query(xy[members], k=k + 1)
-        rows.append(np.repeat(members, k))
-        cols.append(members[_drop_self(nearest, k)].ravel())
+    for members in _sections(adata, batch_key):
+        section = adata if batch_key is None else adata[members]
+        on_grid = grid_lattice(section)
+        if on_grid is not None:
+            row, col = _grid_neighbours(*on_grid)
+        else:
+            if "spatial" not in adata.obsm:
+                raise InputError(
+                    "no coordinates to build the spatial graph from.", field="obsm['spatial']"
+                )
+            xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)[members, :2]
+            row, col = _neighbours_with_ties(xy, n_neighbors)
+        rows.append(members[row])
+        cols.append(members[col])
     n = adata.n_obs
-    if not rows:
-        return sparse.csr_matrix((n, n))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     graph = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
     return row_standardise(graph)
+
+
+def _grid_neighbours(lattice: np.ndarray, grid: str) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (spot, neighbour) between spots at neighbouring or equal grid points."""
+    points, point_of = np.unique(lattice, axis=0, return_inverse=True)
+    n_spots, n_points = len(lattice), len(points)
+    pairs = lattice_edges(points, grid)
+    between = sparse.coo_matrix(
+        (
+            np.ones(2 * len(pairs)),
+            (np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]),
+        ),
+        shape=(n_points, n_points),
+    )
+    at = sparse.csr_matrix(
+        (np.ones(n_spots), (np.arange(n_spots), point_of.ravel())), shape=(n_spots, n_points)
+    )
+    linked = at @ (between + sparse.identity(n_points)) @ at.T  # includes each spot itself
+    linked.setdiag(0)
+    linked.eliminate_zeros()
+    linked = linked.tocoo()
+    return linked.row.astype(np.int64), linked.col.astype(np.int64)
+
+
+def _neighbours_with_ties(xy: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (spot, neighbour) to the ``k`` nearest other spots and all tied with the k-th."""
+    n = len(xy)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    m = min(k + 1 + _TIE_LOOKAHEAD, n)
+    dist, nearest = cKDTree(xy).query(xy, k=m)
+    # Drop each spot itself (not always first: spots may share coordinates) by index.
+    own = nearest == np.arange(n)[:, None]
+    own[~own.any(axis=1), -1] = True  # m duplicates of a point: drop the farthest instead
+    dist = dist[~own].reshape(n, m - 1)
+    nearest = nearest[~own].reshape(n, m - 1)
+    kth = dist[:, k - 1 : k]
+    keep = dist <= kth + _TIE_RTOL * np.maximum(kth, np.finfo(float).tiny)
+    return np.nonzero(keep)[0], nearest[keep]
 
 
 def _sections(adata: AnnData, batch_key: str | None) -> list[np.ndarray]:
@@ -90,15 +144,6 @@ def _sections(adata: AnnData, batch_key: str | None) -> list[np.ndarray]:
     if (codes < 0).any():
         raise InputError("some spots have no section.", field=batch_key)
     return [np.flatnonzero(codes == c) for c in np.unique(codes)]
-
-
-def _drop_self(nearest: np.ndarray, k: int) -> np.ndarray:
-    """Remove each spot from its own neighbour list (it is not always first: duplicates)."""
-    own = np.arange(nearest.shape[0])[:, None]
-    is_self = nearest == own
-    # Spots without themselves in the list (k + 1 duplicates) lose their farthest neighbour.
-    is_self[~is_self.any(axis=1), -1] = True
-    return nearest[~is_self].reshape(-1, k)
 
 
 def row_standardise(graph: sparse.spmatrix) -> sparse.csr_matrix:
@@ -177,8 +222,7 @@ def morans_i(
     layer
         Layer to use instead of ``X``.
     spatial_graph
-        ``None``: a k-nearest-neighbour graph on ``obsm["spatial"]``
-        (:func:`spatial_knn_graph`); a key of ``obsp`` (e.g. squidpy's
+        ``None``: a graph that follows the grid (:func:`spatial_knn_graph`); a key of ``obsp`` (e.g. squidpy's
         ``"spatial_connectivities"``); or a spots x spots matrix. Always row-standardised.
     n_neighbors
         Neighbours per spot of the built graph.

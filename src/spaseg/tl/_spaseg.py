@@ -7,7 +7,9 @@ L1 continuity loss pulls neighbouring spots' logits together. Unlike the referen
 - the losses and the label count use tissue pixels only (never background);
 - continuity runs over the true spot neighbours (6 on Visium's hexagonal grid);
 - the result has exactly ``n_domains`` domains: a run that stops with a different label count
-  is clustered into ``n_domains`` with KMeans on its logits;
+  is clustered into ``n_domains`` with KMeans on its logits, and a consensus of runs with
+  ``n_domains`` labels each has ``n_domains`` (only spots too alike for KMeans to split, fewer
+  distinct than ``n_domains``, give fewer: logged, and ``uns["spaseg"]["n_domains_found"]``);
 - several seeded runs are combined by co-association consensus, which removes most of the
   seed-to-seed variance of single runs. The same seed on the same device gives the same labels.
 """
@@ -639,7 +641,10 @@ def spaseg(
     n_found = int(labels.max()) + 1
     if n_found != n_domains:
         log.warning(
-            "found %d domains instead of %d: the runs do not separate more.", n_found, n_domains
+            "found %d domains instead of %d: fewer distinct spot profiles than domains, "
+            "KMeans could not split them.",
+            n_found,
+            n_domains,
         )
 
     # Confidence: the share of runs that agree with the final label; with one run, how far a
@@ -673,6 +678,7 @@ def spaseg(
         "device": str(dev),
         **_environment(dev, deterministic),
         "n_runs_used": runs_used,
+        "n_domains_found": n_found,
         "iterations": np.asarray([r.iterations for r in results]),
         "warmup_iterations": np.asarray([r.warmup_iterations for r in results]),
         "labels_at_stop": np.asarray([r.n_labels for r in results]),

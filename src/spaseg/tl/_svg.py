@@ -121,8 +121,12 @@ def svg(
     spatial without belonging to a domain.
 
     *Group mode* (``batch_key``, e.g. ``"sample"`` on a group's joint data with shared domain
-    labels): each domain is tested against the rest over the spots of all sections together,
-    so a gene must mark the domain in the group as a whole. Moran's I uses a neighbour graph
+    labels): each domain is tested against the rest in every section, and the sections'
+    rank-sum statistics are combined (van Elteren's stratified test, :func:`rank_sum_test`),
+    so a gene must mark the domain across the group, and a section with more spots or deeper
+    sequencing cannot make a gene that is merely higher in that section look like a marker of
+    the domains it holds more of. Fractions, means and fold changes pool the spots of all
+    sections (joint normalisation has made them comparable). Moran's I uses a neighbour graph
     built within each section (:func:`spaseg.tl.spatial_knn_graph` with ``batch_key``): no spot
     is ever linked to a spot of another section, even where their coordinates overlap (as
     serial sections' do), and each gene is centred per section, so a gene that only differs
@@ -163,15 +167,15 @@ def svg(
         their p-values are NaN and no gene passes. With a handful of spots, mostly tied at
         zero, the normal approximation of the rank-sum test is far too optimistic.
     spatial_graph, n_neighbors
-        Graph for Moran's I: ``None`` builds a ``n_neighbors``-nearest-neighbour graph on
-        ``obsm["spatial"]`` (per section with ``batch_key``); a key of ``obsp`` or a
+        Graph for Moran's I: ``None`` builds one that follows the grid
+        (:func:`spaseg.tl.spatial_knn_graph`; ``n_neighbors`` only for spots off a grid; per
+        section with ``batch_key``); a key of ``obsp`` or a
         spots x spots matrix is used as given (with ``batch_key`` it must not link sections).
         Always row-standardised.
     batch_key
         ``obs`` column naming sections, for a group's joint data (e.g. ``"sample"``): the
-        domain tests run on all spots of the group together, while the spatial graph only
-        links spots of the same section and Moran's I centres genes per section (group mode,
-        above).
+        domain tests are stratified by section, the spatial graph only links spots of the
+        same section and Moran's I centres genes per section (group mode, above).
     symbol_key
         ``var`` column of gene symbols, copied to ``symbol`` where present.
     key_added
@@ -209,8 +213,16 @@ def svg(
     labelled = labels.codes >= 0
 
     csc = _csc(values[labelled] if not labelled.all() else values)
-    domain = domain_statistics(csc, labels.codes[labelled], len(labels.categories))
-    table = _domain_table(domain, labels.categories, adata.var_names, pseudocount, min_spots)
+    codes, n_domains = labels.codes[labelled], len(labels.categories)
+    if batch_key is None:
+        parts = [domain_statistics(csc, codes, n_domains)]
+    else:  # each section ranks its own spots (rank_sum_test)
+        strata = _sections(adata[labelled] if not labelled.all() else adata, batch_key)
+        parts = [domain_statistics(csc[rows], codes[rows], n_domains) for rows in strata]
+    z, pval = rank_sum_test(parts)
+    table = _domain_table(
+        pool(parts), z, pval, labels.categories, adata.var_names, pseudocount, min_spots
+    )
 
     graph = resolve_graph(adata, spatial_graph, n_neighbors, batch_key)
     full = csc if labelled.all() else _csc(values)
@@ -311,17 +323,49 @@ class DomainStatistics:
 
     def wilcoxon(self) -> tuple[np.ndarray, np.ndarray]:
         """z-scores and two-sided p-values of each domain vs the rest, ``(n_genes, n_domains)``."""
-        n = self.n_spots.sum()
-        n1 = self.n_spots[None, :].astype(np.float64)
+        return rank_sum_test([self])
+
+
+def pool(parts: list[DomainStatistics]) -> DomainStatistics:
+    """The statistics of all spots of several sections together (counts and sums add up;
+    the rank statistics, which are per section, are not kept)."""
+    return DomainStatistics(
+        n_spots=sum(d.n_spots for d in parts),
+        n_expressing=sum(d.n_expressing for d in parts),
+        rank_sum=np.full_like(parts[0].rank_sum, np.nan),
+        tie_sum=np.full_like(parts[0].tie_sum, np.nan),
+        expm1_sum=sum(d.expm1_sum for d in parts),
+    )
+
+
+def rank_sum_test(strata: list[DomainStatistics]) -> tuple[np.ndarray, np.ndarray]:
+    """Wilcoxon rank-sum test of each domain vs the rest, stratified by section (van Elteren).
+
+    Each section ranks its own spots; its rank sum's deviation from expectation is weighted
+    by ``1 / (n_s + 1)`` and the weighted deviations add up over sections, as do their
+    variances (ties corrected per section). A gene higher in one section than another (depth,
+    batch) therefore cannot look like a marker of a domain that section holds more of. With
+    one section this is the plain rank-sum test (normal approximation, two-sided, no
+    continuity correction). Returns z-scores (positive: higher in the domain) and p-values,
+    ``(n_genes, n_domains)``; NaN where no section has any variation to test.
+    """
+    deviation = variance = untied = 0.0
+    for d in strata:
+        n = float(d.n_spots.sum())
+        if n < 2:
+            continue
+        n1 = d.n_spots[None, :].astype(np.float64)
         n2 = n - n1
-        u = self.rank_sum - n1 * (n1 + 1) / 2
-        tie_factor = (n + 1) - self.tie_sum[:, None] / (n * (n - 1.0))
-        var = n1 * n2 / 12.0 * tie_factor
-        # All values tied (e.g. a gene without counts): the variance is rounding error.
-        testable = var > 1e-9 * n1 * n2 * (n + 1) / 12.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(testable, (u - n1 * n2 / 2.0) / np.sqrt(var), np.nan)
-        return z, 2.0 * stats.norm.sf(np.abs(z))
+        weight = 1.0 / (n + 1.0)
+        deviation = deviation + weight * (d.rank_sum - n1 * (n + 1) / 2)
+        tie_factor = (n + 1) - d.tie_sum[:, None] / (n * (n - 1.0))
+        variance = variance + weight**2 * n1 * n2 / 12.0 * tie_factor
+        untied = untied + weight**2 * n1 * n2 / 12.0 * (n + 1)
+    # All values tied (e.g. a gene without counts): the variance is rounding error.
+    testable = np.asarray(variance > 1e-9 * np.asarray(untied)) & np.asarray(untied > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(testable, deviation / np.sqrt(variance), np.nan)
+    return z, 2.0 * stats.norm.sf(np.abs(z))
 
 
 def domain_statistics(
@@ -411,10 +455,15 @@ def _order_codes(values: np.ndarray) -> np.ndarray:
 
 
 def _domain_table(
-    d: DomainStatistics, domains: pd.Index, genes: pd.Index, pseudocount: float, min_spots: int
+    d: DomainStatistics,
+    z: np.ndarray,
+    pval: np.ndarray,
+    domains: pd.Index,
+    genes: pd.Index,
+    pseudocount: float,
+    min_spots: int,
 ) -> pd.DataFrame:
     """Long table (gene x domain) of the Wilcoxon results and fold changes."""
-    z, pval = d.wilcoxon()
     small = d.n_spots < min_spots
     if small.any():
         log.warning(
