@@ -63,4 +63,4 @@ lint: install
 	$(BIN)/snakemake --lint --cores 1
 
 clean:
-	rm -rf $(DEMO) results .test/demo .snakemake .pytest_cache .ruff_cache
+	rm -rf $(DEMO) results .test/demo .snakemake .pytest_cache .ruff_cache .hypothesis

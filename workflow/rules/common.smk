@@ -1,5 +1,6 @@
 """Config and sample sheet: load and validate before any job runs; input functions."""
 
+import os
 import re
 from pathlib import Path
 
@@ -9,10 +10,56 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+
+def python_object_in(value, key=""):
+    """(key, value) of the first value that is not plain YAML data, else None.
+
+    Snakemake's YAML loader refuses the Python tags that run code (!!python/object/apply:...),
+    but builds objects for others (!!python/name:os.system, !!python/tuple): none of them
+    belongs in a config.
+    """
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        plain = isinstance(value, (str, int, float, bool)) or value is None
+        return None if plain else (key, value)
+    for name, item in items:
+        found = python_object_in(item, f"{key}.{name}" if key else str(name))
+        if found:
+            return found
+    return None
+
+
+if found := python_object_in(config):
+    raise WorkflowError(
+        f"config key {found[0]!r}: {type(found[1]).__name__} {found[1]!r} is not plain YAML "
+        "data (text, number, true/false, null, list or mapping); Python tags such as "
+        "!!python/name or !!python/tuple are not allowed"
+    )
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
 SAMPLE_SHEET = config["samples"]
+
+
+def check_results_writable(results):
+    """Stop before the DAG is built (Snakemake would scan the folder and fail with a raw
+    traceback) when the results directory cannot be made or written: its nearest existing
+    ancestor must be a writable folder."""
+    existing = Path(results).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "a file, not a folder" if not existing.is_dir() else "not writable"
+        raise WorkflowError(
+            f"config field 'results': cannot write to the results directory {results!r} "
+            f"({existing} is {what})."
+        )
+
+
+check_results_writable(RESULTS)
 SAMPLES_SCHEMA = Path(workflow.basedir, "workflow", "schemas", "samples.schema.yaml")
 # Files each section ends with; the rest ({results}/{sample}/raw.h5ad) is temporary.
 FINAL_FILES = [
@@ -116,6 +163,15 @@ def load_samples(sheet):
                 sample=record["sample"],
                 field="path",
             )
+        # Visium reads a Space Ranger folder, every other platform one file.
+        folder = record["platform"] == "visium"
+        if Path(record["path"]).is_dir() != folder:
+            want = "a folder (Space Ranger outs/)" if folder else "a file"
+            raise sheet_error(
+                f"platform {record['platform']!r} reads {want}, but {record['path']} is not one",
+                sample=record["sample"],
+                field="path",
+            )
 
     validate(samples, schema="../schemas/samples.schema.yaml")
     return samples.set_index("sample", drop=False)
@@ -191,7 +247,6 @@ def spaseg_params(wildcards):
 
 # --- run summary (rule run_summary, onsuccess/onerror in summary.smk) ---
 
-import os
 
 from snakemake.io import is_flagged
 from snakemake.logging import logger
@@ -232,6 +287,30 @@ def failed_step(sample):
     return max(stopped)[1:] if stopped else None
 
 
+# The line a Python traceback ends with: "[module.]SomeError: message".
+ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception)): (.+)$"
+)
+
+
+def log_error(log, tail_bytes=65536):
+    """The last error line of a job's log, without the module path ("" if none).
+
+    For bad input that is spaseg's InputError naming sample, file, field and problem: the
+    line the user should read first, copied into the run summary.
+    """
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - tail_bytes))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if match := ERROR_LINE.match(line.strip()):
+            return f"{match[1]}: {match[2]}"
+    return ""
+
+
 def section_status(sample):
     prefix = f"{RESULTS}/{sample}/"
     missing = [
@@ -245,6 +324,7 @@ def section_status(sample):
         "failed_step": step if missing else "",
         "log": log if missing else "",
         "missing": ",".join(missing),
+        "error": log_error(log) if missing and log else "",
     }
 
 
@@ -267,6 +347,7 @@ def log_run_summary():
     lines = [
         f"  {row.sample}: {row.status}"
         + (f" at {row.failed_step} (log: {row.log})" if row.failed_step else "")
+        + (f"\n    {row.error}" if row.error else "")
         for row in unfinished.itertuples()
     ]
     logger.warning(
@@ -274,6 +355,60 @@ def log_run_summary():
         + "\n".join(lines)
         + "\nReport of the finished ones: snakemake --report report.html run_summary"
     )
+
+
+# --- one run at a time per results directory (onstart in summary.smk) ---
+
+import fcntl
+import socket
+import time
+
+RESULTS_LOCK = Path(RESULTS, ".spaseg.lock")
+_held_lock = []  # the open lock file of this run; its flock dies with the process
+
+
+def lock_results():
+    """Hold an exclusive flock on {results}/.spaseg.lock for the whole run.
+
+    Two runs on one results directory (from two working directories, which Snakemake's own
+    lock does not see) would overwrite each other's outputs: the second stops with an error
+    naming the first. The kernel drops a flock when its process dies, even on kill -9, so a
+    killed run leaves no stale lock and `snakemake` resumes it as it is (rerun-incomplete).
+    Writing the lock file also proves the results directory writable before any job runs.
+    """
+    try:
+        RESULTS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(RESULTS_LOCK, "a+")
+    except OSError as err:
+        raise WorkflowError(
+            f"config field 'results': cannot write to the results directory {RESULTS!r} "
+            f"({err.strerror}); choose a writable directory with free space."
+        )
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another Snakemake process"
+        handle.close()
+        raise WorkflowError(
+            f"config field 'results': {RESULTS!r} is in use by another run ({holder}); "
+            "wait for it to end, or give this run another results directory."
+        )
+    except OSError as err:  # file systems without flock support
+        logger.warning(f"cannot lock {RESULTS_LOCK} ({err.strerror}); not guarded.")
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n"
+        )
+        handle.flush()
+    except OSError as err:
+        raise WorkflowError(
+            f"config field 'results': cannot write to the results directory {RESULTS!r} "
+            f"({err.strerror}); choose a writable directory with free space."
+        )
+    _held_lock.append(handle)
 
 
 # --- groups: sections analysed jointly (rules in group.smk) ---

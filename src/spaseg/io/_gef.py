@@ -90,6 +90,7 @@ def _gene_columns(fields, gene_key: str, where: str, path, sample) -> tuple[str,
         f"{where} has no gene name field (gene, geneID or geneName); fields {list(fields)}",
         sample=sample,
         file=path,
+        field="gene",
     )
 
 
@@ -115,6 +116,7 @@ def _check_offsets(offsets, counts, n_rows: int, where: str, path, sample) -> No
             f"to the {n_rows} expression rows",
             sample=sample,
             file=path,
+            field="offset",
         )
 
 
@@ -165,7 +167,9 @@ def _read_square(f: h5py.File, bin_size, sample, gene_key, chunksize, path) -> a
     table = gene_table[()]
     n_rows = expression.shape[0]
     if n_rows == 0:
-        raise InputError(f"{expression.name} has zero rows", sample=sample, file=path)
+        raise InputError(
+            f"{expression.name} has zero rows", sample=sample, file=path, field="expression"
+        )
     offsets, counts = table["offset"].astype(np.int64), table["count"].astype(np.int64)
     _check_offsets(offsets, counts, n_rows, gene_table.name, path, sample)
     genes = GeneIndex()
@@ -184,7 +188,9 @@ def _read_square(f: h5py.File, bin_size, sample, gene_key, chunksize, path) -> a
                 rows["count"],
             )
         except BinningLimitError as err:
-            raise InputError(f"coordinates too large ({err})", sample=sample, file=path) from err
+            raise InputError(
+                f"coordinates too large ({err})", sample=sample, file=path, field="x, y"
+            ) from err
     bin_x, bin_y, matrix = acc.result(len(genes))
     matrix, var = genes.sorted_var(matrix)
     resolution = _attrs(expression).get("resolution") or DEFAULT_RESOLUTION_NM
@@ -209,6 +215,7 @@ def _read_cellbin(f: h5py.File, sample, gene_key, chunksize, path) -> ad.AnnData
             f"cell-bin GEF lacks /cellBin/{missing}; found {list(group)}",
             sample=sample,
             file=path,
+            field="cellBin",
         )
     cells_ds, exp, gene_table = group["cell"], group["cellExp"], group["gene"]
     _require_fields(cells_ds, ("x", "y", "offset", "geneCount"), path, sample)
@@ -218,7 +225,10 @@ def _read_cellbin(f: h5py.File, sample, gene_key, chunksize, path) -> ad.AnnData
     n_rows = exp.shape[0]
     if n_rows == 0 or cells.shape[0] == 0:
         raise InputError(
-            "the cell-bin GEF has no cells or no expression rows", sample=sample, file=path
+            "the cell-bin GEF has no cells or no expression rows",
+            sample=sample,
+            file=path,
+            field="cellExp",
         )
     gene_count = cells["geneCount"].astype(np.int64)
     _check_offsets(cells["offset"], gene_count, n_rows, cells_ds.name, path, sample)
@@ -236,6 +246,7 @@ def _read_cellbin(f: h5py.File, sample, gene_key, chunksize, path) -> ad.AnnData
                 f"{len(codes)} genes",
                 sample=sample,
                 file=path,
+                field="geneID",
             )
         indices[start : start + len(rows)] = codes[gene_idx]
         data[start : start + len(rows)] = rows["count"]
@@ -301,7 +312,12 @@ def read_gef(
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise InputError(f"cannot open as HDF5/GEF ({err})", sample=sample, file=path) from err
+        raise InputError(
+            f"cannot open as HDF5/GEF: the file is truncated or damaged ({err})",
+            sample=sample,
+            file=path,
+            field="path",
+        ) from err
     with f:
         try:
             if "geneExp" in f:
@@ -313,9 +329,11 @@ def read_gef(
                 f"cannot read the GEF, the HDF5 file is truncated or damaged ({err})",
                 sample=sample,
                 file=path,
+                field="path",
             ) from err
         raise InputError(
             f"HDF5 file is not a GEF: no 'geneExp' or 'cellBin' group (top level: {list(f)})",
             sample=sample,
             file=path,
+            field="geneExp",
         )

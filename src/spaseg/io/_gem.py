@@ -77,12 +77,14 @@ def read_gem_header(path: str | os.PathLike, *, sample: str | None = None) -> Ge
             f"cannot read the GEM, the file is truncated or not valid gzip/text ({err})",
             sample=sample,
             file=path,
+            field="path",
         ) from err
     if not header.columns:
         raise InputError(
             "the GEM has no header row (only '#' metadata lines or nothing at all)",
             sample=sample,
             file=path,
+            field="header",
         )
     if lengths:
         header.mean_line_bytes = float(np.mean(lengths))
@@ -131,7 +133,7 @@ def _arrow_error(err: Exception, columns: list[str], path, sample) -> InputError
         problem = f"{what}; x, y and counts must be non-negative integers ({msg})"
     else:
         problem = f"malformed GEM row ({msg})"
-    return InputError(problem, sample=sample, file=path, field=name)
+    return InputError(problem, sample=sample, file=path, field=name or "rows")
 
 
 def _check_values(values: dict[str, pa.Array], roles: dict, path, sample) -> None:
@@ -242,16 +244,19 @@ def read_gem(
         raise _arrow_error(err, header.columns, path, sample) from err
     except BinningLimitError as err:
         raise InputError(
-            f"coordinates or gene count too large ({err})", sample=sample, file=path
+            f"coordinates or gene count too large ({err})", sample=sample, file=path, field="x, y"
         ) from err
     except _IO_ERRORS as err:
         raise InputError(
             f"cannot read the GEM, the file is truncated or not valid gzip/text ({err})",
             sample=sample,
             file=path,
+            field="path",
         ) from err
     if n_rows == 0:
-        raise InputError("the GEM has a header but no data rows", sample=sample, file=path)
+        raise InputError(
+            "the GEM has a header but no data rows", sample=sample, file=path, field="rows"
+        )
     bin_x, bin_y, matrix = acc.result(len(genes))
     matrix, var = genes.sorted_var(matrix)
     uns = {

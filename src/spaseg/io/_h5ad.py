@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from .._errors import InputError
 from ..pp._image import detect_grid
-from ._readers import SPATIAL_FIELD, finish, is_count_matrix, require_path
+from ._readers import SPATIAL_FIELD, count_problem, finish, require_path
 
 # Ensembl gene IDs of any species: ENSG..., ENSMUSG..., optionally with a version suffix.
 _ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{11}(\.\d+)?$")
@@ -48,9 +48,15 @@ def read_h5ad(path: str | os.PathLike, *, sample: str | None = None) -> AnnData:
     path = require_path(path, sample=sample)
     try:
         source = anndata.read_h5ad(path)
-    except (OSError, KeyError, ValueError) as err:
+    except MemoryError:
+        raise  # not the file's fault: the job needs more memory
+    except Exception as err:  # h5py, anndata and numpy raise many types on damaged files
         raise InputError(
-            f"cannot read as h5ad ({err})", sample=sample, file=path, field="path"
+            "cannot read as h5ad: the file is truncated, damaged or not an AnnData file "
+            f"({type(err).__name__}: {err})",
+            sample=sample,
+            file=path,
+            field="path",
         ) from err
 
     counts, var = _find_counts(source, sample=sample, path=path)
@@ -73,13 +79,16 @@ def _count_candidates(adata: AnnData) -> Iterator[tuple[str, object, pd.DataFram
 
 
 def _find_counts(adata: AnnData, *, sample, path) -> tuple[object, pd.DataFrame]:
-    checked = []
+    checked, problems = [], []
     for field, matrix, var in _count_candidates(adata):
-        if is_count_matrix(matrix):
+        problem = count_problem(matrix)
+        if problem is None:
             return matrix, var
         checked.append(field)
+        problems.append(f"{field}: {problem}")
     raise InputError(
-        f"no raw counts: none of {', '.join(checked) or 'X'} holds non-negative whole numbers; "
+        f"no raw counts: none of {', '.join(checked) or 'X'} holds non-negative whole numbers "
+        f"({'; '.join(problems) or 'no matrix'}); "
         'SpaSEG needs raw counts in X, layers["counts"] or raw.X',
         sample=sample,
         file=path,

@@ -8,6 +8,7 @@ the rest of the pipeline the same thing: raw counts as a float32 CSR matrix in `
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,11 @@ from .._errors import InputError
 #: float32 holds every whole number up to 2**24 exactly, far above any per-gene count.
 COUNTS_DTYPE = np.float32
 SPATIAL_FIELD = 'obsm["spatial"]'
+#: Fractional values that all lie in [0, LOG_MAX] look like log1p of normalised counts:
+#: log1p(1e8) is 18.4, far above any normalised value, while raw counts reach thousands.
+LOG_MAX = 20.0
+
+log = logging.getLogger("spaseg")
 
 
 def require_path(
@@ -35,18 +41,40 @@ def require_path(
     return path
 
 
-def is_count_matrix(X) -> bool:
-    """Whether every entry of ``X`` (dense or sparse) is a finite, non-negative whole number."""
+def count_problem(X) -> str | None:
+    """Why ``X`` (dense or sparse) does not hold raw counts, in words; ``None`` if it does.
+
+    Raw counts are finite, non-negative whole numbers. Fractional values that all lie between
+    0 and :data:`LOG_MAX` are named as what they most likely are: log-normalised data.
+    """
     values = X.data if sparse.issparse(X) else np.asarray(X)
     if values.size == 0:
-        return True
-    if values.dtype.kind in "iu":  # integer dtype: only the sign can be wrong
-        return bool(values.min() >= 0)
-    if values.dtype.kind != "f":
-        return False
-    return bool(
-        np.isfinite(values).all() and (values >= 0).all() and (values == np.round(values)).all()
+        return None
+    if values.dtype.kind not in "iuf":
+        return f"values are not numbers (dtype {values.dtype})"
+    finite = np.isfinite(values)
+    if not finite.all():
+        return f"{int((~finite).sum())} of {values.size} values are NaN or infinite"
+    if values.min() < 0:
+        n_negative = int((values < 0).sum())
+        return f"{n_negative} of {values.size} values are negative (smallest {values.min():g})"
+    fractional = values != np.round(values)
+    if not fractional.any():
+        return None
+    if values.max() <= LOG_MAX:
+        return (
+            f"values have fractions and all lie between 0 and {values.max():.3g}: they look "
+            "log-normalised, not raw counts (SpaSEG normalises the raw counts itself)"
+        )
+    example = values[fractional].flat[0]
+    return (
+        f"{int(fractional.sum())} of {values.size} values are not whole numbers, e.g. {example:g}"
     )
+
+
+def is_count_matrix(X) -> bool:
+    """Whether every entry of ``X`` (dense or sparse) is a finite, non-negative whole number."""
+    return count_problem(X) is None
 
 
 def to_counts(X) -> sparse.csr_matrix:
@@ -97,6 +125,28 @@ def check_spatial(
         raise error(msg, field="obs_names")
 
 
+def check_counts(
+    adata: AnnData,
+    *,
+    sample: str | None = None,
+    file: str | os.PathLike | None = None,
+    field: str = "X",
+) -> None:
+    """Refuse a matrix without a single count; raise :class:`~spaseg.InputError` if so.
+
+    QC would otherwise remove every gene (or, for binned data, find no spots) and could only
+    name its own threshold; the reader knows the cause.
+    """
+    if adata.n_vars == 0:
+        return  # check_spatial names this
+    n_counts = adata.X.nnz if sparse.issparse(adata.X) else np.count_nonzero(adata.X)
+    if adata.n_obs == 0 or n_counts == 0:
+        msg = (
+            f"every count is zero ({adata.n_obs} spots x {adata.n_vars} genes): nothing to analyse"
+        )
+        raise InputError(msg, sample=sample, file=file, field=field)
+
+
 def finish(
     adata: AnnData, *, path: str | os.PathLike, platform: str, sample: str | None = None
 ) -> AnnData:
@@ -109,8 +159,23 @@ def finish(
     adata.var_names = adata.var_names.astype(str)
     # Gene names repeat in some references (e.g. symbols); scanpy's usual fix keeps every gene.
     if not adata.var_names.is_unique:
-        adata.var_names_make_unique()
+        _make_genes_unique(adata, sample=sample, path=path)
     check_spatial(adata, sample=sample, file=path)
+    check_counts(adata, sample=sample, file=path)
     adata.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=np.float64)
     adata.uns["spaseg_input"] = {"path": str(path), "platform": platform}
     return adata
+
+
+def _make_genes_unique(adata: AnnData, *, sample, path) -> None:
+    """Append ``-1``, ``-2``, ... to repeated gene names (in place), and log which repeat."""
+    repeated = adata.var_names[adata.var_names.duplicated()].unique()
+    adata.var_names_make_unique()
+    log.warning(
+        "sample %r, file %r, field 'var_names': %d gene names occur more than once, e.g. %s; "
+        "kept every gene, repeats renamed <name>-1, <name>-2, ...",
+        sample,
+        str(path),
+        len(repeated),
+        list(repeated[:3]),
+    )

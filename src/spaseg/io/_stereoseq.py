@@ -14,6 +14,7 @@ from .._errors import InputError
 from ._binning import bin_counts
 from ._gef import is_hdf5, read_gef
 from ._gem import read_gem
+from ._readers import check_counts, check_spatial
 
 __all__ = ["bin_counts", "read_gef", "read_gem", "read_stereoseq"]
 
@@ -47,12 +48,22 @@ def read_stereoseq(
     Returns
     -------
     AnnData; see :func:`read_gem` and :func:`read_gef` for the keys.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_gem` and :func:`read_gef`; also when the file is missing or every
+        count in it is zero.
     """
     if not os.path.isfile(path):
-        raise InputError("file does not exist or is not a regular file", sample=sample, file=path)
+        raise InputError(
+            "file does not exist or is not a regular file", sample=sample, file=path, field="path"
+        )
     kwargs = {"bin_size": bin_size, "sample": sample, "gene_key": gene_key}
     if chunksize is not None:
         kwargs["chunksize"] = chunksize
-    if is_hdf5(path):
-        return read_gef(path, **kwargs)
-    return read_gem(path, **kwargs)
+    gef = is_hdf5(path)
+    adata = read_gef(path, **kwargs) if gef else read_gem(path, **kwargs)
+    check_counts(adata, sample=sample, file=path, field="count" if gef else "MIDCount")
+    check_spatial(adata, sample=sample, file=path)
+    return adata

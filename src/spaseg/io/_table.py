@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import zlib
 from functools import partial
 from pathlib import Path
 
@@ -12,11 +14,16 @@ from anndata import AnnData
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from .._errors import InputError
-from ._readers import finish, require_path
+from ._readers import count_problem, finish, require_path
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 _PARQUET = {".parquet", ".pq"}
 _COMPRESSION = {".gz", ".bz2", ".xz", ".zst", ".zip"}  # pandas decompresses these by suffix
+# What pandas and pyarrow raise on a damaged file: parse errors are ValueErrors, a bad gzip
+# stream an OSError, a truncated one EOFError, a corrupt deflate block zlib.error.
+_READ_ERRORS = (OSError, ValueError, EOFError, zlib.error)
+
+log = logging.getLogger("spaseg")
 
 
 def read_table(
@@ -48,16 +55,22 @@ def read_table(
     AnnData with the counts of every other numeric column (one gene each) as float32 CSR in
     ``X``, (x, y) in ``obsm["spatial"]`` and the remaining columns (text, true/false, and
     the ``"Unnamed: 0"`` row index that :meth:`pandas.DataFrame.to_csv` writes) in ``obs``.
+    A column name that repeats keeps every column, the repeats renamed ``name.1``, ``name.2``,
+    ... (pandas' rule; logged as a warning).
 
     Raises
     ------
     spaseg.InputError
-        If the file cannot be read, a coordinate column is missing or not finite, there are no
-        gene columns, or a gene column holds values that are not counts.
+        If the file cannot be read (truncated, damaged, empty), has no rows, a coordinate
+        column is missing or not finite, there are no gene columns, a gene column holds values
+        that are not counts (log-normalised values are named as such), or every count is zero.
     """
     path = require_path(path, sample=sample)
     error = partial(InputError, sample=sample, file=path)
-    table = _load(path, error)
+    table = _load(path, error, sample)
+    if table.empty:
+        msg = f"the table has no rows (columns found: {_preview(table.columns)})"
+        raise error(msg, field="rows")
     for column in (x, y, cell_id):
         if column is not None and column not in table:
             raise error(f"column not found; columns found: {_preview(table.columns)}", field=column)
@@ -73,7 +86,7 @@ def read_table(
     return finish(adata, path=path, platform="table", sample=sample)
 
 
-def _load(path: Path, error) -> pd.DataFrame:
+def _load(path: Path, error, sample: str | None) -> pd.DataFrame:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSION:
         suffixes.pop()
@@ -84,10 +97,34 @@ def _load(path: Path, error) -> pd.DataFrame:
     try:
         if extension in _PARQUET:
             return pd.read_parquet(path)
+        sep = _SEPARATORS[extension]
         # round_trip: coordinates come back exactly as written, not off by the last digit.
-        return pd.read_csv(path, sep=_SEPARATORS[extension], float_precision="round_trip")
-    except (OSError, ValueError) as err:  # pandas and pyarrow parse errors are ValueErrors
-        raise error(f"cannot read as a {extension} table ({err})", field="path") from err
+        table = pd.read_csv(path, sep=sep, float_precision="round_trip")
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]
+    except _READ_ERRORS as err:
+        msg = f"cannot read as a {extension} table, the file is truncated or damaged ({err})"
+        raise error(msg, field="path") from err
+    _log_repeated_columns(header, table.columns, path, sample)
+    return table
+
+
+def _log_repeated_columns(
+    header: pd.Series, columns: pd.Index, path: Path, sample: str | None
+) -> None:
+    """pandas renames a repeated column ``name.1``, ``name.2``, ...: say so in the log."""
+    names = header.dropna()
+    repeated = names[names.duplicated()].unique()
+    if len(repeated):
+        renamed = [c for c in columns if str(c).rpartition(".")[0] in set(repeated)]
+        log.warning(
+            "sample %r, file %r, field 'columns': %d column names occur more than once, e.g. "
+            "%s; kept every column, repeats renamed %s",
+            sample,
+            str(path),
+            len(repeated),
+            list(repeated[:3]),
+            renamed[:3],
+        )
 
 
 def _is_gene(name, values: pd.Series) -> bool:
@@ -116,7 +153,7 @@ def _counts(table: pd.DataFrame, genes: list[str], error) -> np.ndarray:
         example = values[bad[:, first], first][0]
         msg = (
             f"gene column holds {example:g}, not a count (counts must be non-negative whole "
-            f"numbers); {len(bad_genes)} gene column(s) affected"
+            f"numbers); {len(bad_genes)} gene column(s) affected: {count_problem(values)}"
         )
         raise error(msg, field=str(genes[first]))
     return values

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import scanpy as sc
 from anndata import AnnData
+from scipy import sparse
 
 from .._errors import InputError
 
@@ -43,6 +44,12 @@ def normalize_pca(
     -------
     ``adata`` with raw counts in ``layers["counts"]``, log-normalised ``X``,
     ``obsm["X_pca"]`` and ``uns["pca"]``.
+
+    Raises
+    ------
+    InputError
+        If there are fewer than 3 spots or 2 genes, half the spots or more have no counts
+        (with ``target_sum=None``), or every spot has the same normalised expression.
     """
     if adata.n_obs < 3 or adata.n_vars < 2:
         raise InputError(
@@ -55,8 +62,9 @@ def normalize_pca(
         log.warning("n_comps=%d is more than the data allow; using %d", n_comps, limit)
         n_comps = limit
     adata.layers["counts"] = adata.X.copy()
-    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.normalize_total(adata, target_sum=_target_sum(adata.X, target_sum, sample))
     sc.pp.log1p(adata)
+    _check_variation(adata.X, sample)
     if scale:
         # Scaling densifies; do it on a copy so X stays sparse log-normalised data.
         scaled = sc.pp.scale(adata, max_value=10, copy=True)
@@ -74,3 +82,35 @@ def normalize_pca(
         scale=scale,
     )
     return adata
+
+
+def _target_sum(X, target_sum: float | None, sample: str | None) -> float:
+    """``target_sum``, or the median total count per spot (dense and sparse alike: scanpy
+    leaves out empty spots for dense input only)."""
+    if target_sum is not None:
+        return target_sum
+    median = float(np.median(np.asarray(X.sum(axis=1)).ravel()))
+    if median <= 0:
+        raise InputError(
+            "half the spots or more have no counts (median total count 0): remove empty "
+            "spots with qc.min_counts_per_spot >= 1, or set pca.target_sum.",
+            sample=sample,
+            field="qc.min_counts_per_spot",
+        )
+    return median
+
+
+def _check_variation(X, sample: str | None) -> None:
+    """PCA needs spots that differ; identical spots give no components (ARPACK fails).
+
+    Compared on the log scale with a tolerance: spots whose counts are proportional differ
+    only by float rounding once normalised.
+    """
+    spread = X.max(axis=0) - X.min(axis=0)
+    spread = spread.toarray() if sparse.issparse(spread) else np.asarray(spread)
+    if spread.size == 0 or spread.max() <= 1e-5:
+        raise InputError(
+            "every spot has the same normalised expression: nothing for PCA to separate.",
+            sample=sample,
+            field="X",
+        )

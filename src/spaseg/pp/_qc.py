@@ -9,6 +9,7 @@ import scanpy as sc
 from anndata import AnnData
 
 from .._errors import InputError
+from ..io._readers import count_problem
 
 log = logging.getLogger("spaseg")
 
@@ -16,6 +17,17 @@ log = logging.getLogger("spaseg")
 def _mito_mask(adata: AnnData) -> np.ndarray:
     names = adata.var["gene_symbols"] if "gene_symbols" in adata.var else adata.var_names
     return np.asarray(names.astype(str).str.match(r"(?i)^mt-"))
+
+
+def _check_input(adata: AnnData, sample: str | None) -> None:
+    """Raw counts in ``X``, at least one spot and one gene: what the readers guarantee, checked
+    again for data that did not come through them."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        msg = f"nothing to filter: {adata.n_obs} spots x {adata.n_vars} genes"
+        raise InputError(msg, sample=sample, field="X")
+    problem = count_problem(adata.X)
+    if problem is not None:
+        raise InputError(f"X must hold raw counts: {problem}", sample=sample, field="X")
 
 
 def qc(
@@ -61,8 +73,10 @@ def qc(
     Raises
     ------
     InputError
-        If the filters leave no spots or no genes.
+        If ``X`` is empty or does not hold raw counts, or the filters leave no spots or no
+        genes.
     """
+    _check_input(adata, sample)
     adata = adata.copy()
     adata.var["mt"] = _mito_mask(adata)
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True)

@@ -94,7 +94,7 @@ def _environment(dev: torch.device, deterministic: bool) -> dict:
         "torch_threads": torch.get_num_threads(),
         "versions": {
             "spaseg": installed("spaseg"),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),  # a TorchVersion, which h5ad cannot store
             "cuda": (torch.version.cuda or "") if cuda else "",
             "cudnn": str(torch.backends.cudnn.version() or "") if cuda else "",
             "numpy": np.__version__,
