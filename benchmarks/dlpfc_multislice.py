@@ -7,8 +7,10 @@ per-section standardisation, one network, one label set). Scored: ARI against ``
 on 151673 and 151674, the labelled sections ("NA" left out). 151675 and 151676 have no labels
 here; their joint labels are written to ``joint_labels.tsv`` in the output folder for
 independent scoring and were never looked at for tuning. In the same run, on the same data:
-single-section SpaSEG on 151673 and 151674 (the library defaults), and Harmony + Leiden on the
-joint PCs (resolution bisected to 7 clusters).
+single-section SpaSEG on 151673 and 151674, and Harmony + Leiden on the joint PCs (resolution
+bisected to 7 clusters). SpaSEG, PCA and ``--scale`` follow ``config/config.yaml`` as shipped;
+F1-LISI (:func:`spaseg.tl.f1_lisi`) scores each joint embedding's section mixing and domain
+separation over the four sections.
 
 ``--parts`` picks what runs (default ``leiden joint single``; ``harmony`` adds joint SpaSEG on
 Harmony-corrected PCs); ``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint
@@ -35,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure  # noqa: E402
-from dlpfc import DATA, leiden_n_clusters, score  # noqa: E402
+from dlpfc import DATA, leiden_n_clusters, shipped_config  # noqa: E402
+from dlpfc import score as ari_nmi  # noqa: E402
 
 import spaseg  # noqa: E402
 
@@ -43,6 +46,23 @@ log = logging.getLogger("benchmark")
 SECTIONS = ("151673", "151674", "151675", "151676")
 LABELLED = ("151673", "151674")
 PARTS = ("leiden", "joint", "harmony", "single")
+CONFIG = shipped_config()
+#: config/config.yaml's spaseg settings (seed and n_domains are set per run)
+SHIPPED_SPASEG = {k: v for k, v in CONFIG["spaseg"].items() if k not in ("seed", "n_domains")}
+
+
+def score(truth, labels) -> float:
+    return ari_nmi(truth, labels)[0]
+
+
+def lisi_columns(adata, use_rep: str, label_key: str) -> dict:
+    """F1-LISI of an embedding with its labels (spaseg.tl.f1_lisi), as row columns."""
+    result = spaseg.tl.f1_lisi(adata, label_key=label_key, use_rep=use_rep, copy=True)
+    return {
+        "f1_lisi": result["f1"],
+        "ilisi": result["ilisi_scaled"],
+        "clisi": result["clisi_scaled"],
+    }
 
 
 def load_sections() -> dict:
@@ -76,6 +96,7 @@ def joint_rows(joint, variant: str, seeds, labels: pd.DataFrame, kwargs: dict) -
             )
         cpu = time.process_time() - cpu
         labels[f"{variant}_seed{seed}"] = joint.obs["domain"].astype(str)
+        lisi = lisi_columns(joint, "spaseg_embedding", "domain")
         info = joint.uns["spaseg"]
         log.warning(
             "%s seed %d: %.0f s (CPU %.0f s), iterations %s, labels at stop %s",
@@ -95,12 +116,17 @@ def joint_rows(joint, variant: str, seeds, labels: pd.DataFrame, kwargs: dict) -
                     method=variant,
                     seed=seed,
                     ari=score(truth, joint.obs["domain"][sel]),
+                    nmi=ari_nmi(truth, joint.obs["domain"][sel])[1],
                     seconds=m.seconds,
                     cpu_s=cpu,
                     peak_mb=m.peak_mb,
+                    **lisi,
                 )
             )
-        log.warning("%s seed %d: ARI %s", variant, seed, [round(r["ari"], 3) for r in rows[-2:]])
+        log.warning(
+            "%s seed %d: ARI %s, F1-LISI %.3f",
+            variant, seed, [round(r["ari"], 3) for r in rows[-2:]], lisi["f1_lisi"],
+        )  # fmt: skip
     return rows
 
 
@@ -109,11 +135,13 @@ def single_rows(sections: dict, seeds, labels: dict) -> list[dict]:
     rows = []
     for name in LABELLED:
         adata = sections[name].copy()
-        spaseg.pp.normalize_pca(adata, n_comps=15, sample=name)
+        spaseg.pp.normalize_pca(adata, **CONFIG["pca"], seed=CONFIG["spaseg"]["seed"], sample=name)
         for seed in seeds:
             cpu = time.process_time()
             with measure() as m:
-                spaseg.tl.spaseg(adata, n_domains=7, seed=seed, sample=name, log_every=0)
+                spaseg.tl.spaseg(
+                    adata, n_domains=7, seed=seed, sample=name, log_every=0, **SHIPPED_SPASEG
+                )
             cpu = time.process_time() - cpu
             labels[name][f"single_seed{seed}"] = adata.obs["domain"].astype(str)
             rows.append(
@@ -122,6 +150,7 @@ def single_rows(sections: dict, seeds, labels: dict) -> list[dict]:
                     method="SpaSEG single section",
                     seed=seed,
                     ari=score(truth_of(adata, name), adata.obs["domain"]),
+                    nmi=ari_nmi(truth_of(adata, name), adata.obs["domain"])[1],
                     seconds=m.seconds,
                     cpu_s=cpu,
                     peak_mb=m.peak_mb,
@@ -144,6 +173,8 @@ def harmony_leiden_rows(joint, seeds, labels: pd.DataFrame) -> list[dict]:
             ld = leiden_n_clusters(rep, 7, seed, transformer="sklearn")
         cpu = time.process_time() - cpu
         labels[f"harmony_leiden_seed{seed}"] = ld
+        rep.obs["leiden"] = pd.Categorical(np.asarray(ld).astype(str))
+        lisi = lisi_columns(rep, "X_pca", "leiden")
         for name in LABELLED:
             sel = (sample == name).to_numpy()
             rows.append(
@@ -152,9 +183,11 @@ def harmony_leiden_rows(joint, seeds, labels: pd.DataFrame) -> list[dict]:
                     method="Harmony + Leiden",
                     seed=seed,
                     ari=score(joint.obs["layer_guess"][sel].astype(str), np.asarray(ld)[sel]),
+                    nmi=ari_nmi(joint.obs["layer_guess"][sel].astype(str), np.asarray(ld)[sel])[1],
                     seconds=m.seconds,
                     cpu_s=cpu,
                     peak_mb=m.peak_mb,
+                    **lisi,
                 )
             )
     return rows
@@ -175,8 +208,17 @@ def print_tables(df: pd.DataFrame) -> None:
     acc = df.pivot_table(index=["method", "section"], columns="seed", values="ari")
     acc["mean"], acc["min"], acc["max"] = acc.mean(axis=1), acc.min(axis=1), acc.max(axis=1)
     print(acc.round(3).to_markdown())
-    print("\n## Mean ARI over 151673 and 151674 (all seeds)\n")
-    print(df.groupby("method")["ari"].agg(["mean", "min", "max"]).round(3).to_markdown())
+    print("\n## Mean ARI over 151673 and 151674 (all seeds), NMI beside\n")
+    summary = df.groupby("method")["ari"].agg(["mean", "min", "max"])
+    if "nmi" in df:
+        summary["nmi"] = df.groupby("method")["nmi"].mean()
+    print(summary.round(3).to_markdown())
+    if "f1_lisi" in df:
+        print("\n## F1-LISI of the joint embedding over all four sections (mean over seeds)\n")
+        print("ilisi: section mixing, clisi: domain separation (scaled, 1 best); per-section")
+        print("runs have no shared labels or embedding, so no F1-LISI.\n")
+        lisi = df.dropna(subset=["f1_lisi"]).drop_duplicates(["method", "seed"])
+        print(lisi.groupby("method")[["f1_lisi", "ilisi", "clisi"]].mean().round(3).to_markdown())
     print("\n## Time per run (wall s, process CPU s) and peak memory (MB), mean over seeds\n")
     per_run = df.drop_duplicates(["method", "seed", "seconds"])
     columns = [c for c in ("seconds", "cpu_s", "peak_mb") if c in df]
@@ -189,14 +231,19 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/dlpfc_multislice"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-comps", type=int, default=15, help="joint PCs")
-    parser.add_argument("--scale", action="store_true", help="joint PCA on gene-scaled data")
+    parser.add_argument(
+        "--scale",
+        action=argparse.BooleanOptionalAction,
+        default=CONFIG["group"]["scale"],
+        help="joint PCA on gene-scaled data (default: group.scale of config/config.yaml)",
+    )
     parser.add_argument(
         "--parts",
         nargs="+",
         choices=PARTS,
         default=["leiden", "joint", "single"],
         help="leiden: Harmony + Leiden; joint: joint SpaSEG; harmony: joint SpaSEG on Harmony "
-        "PCs; single: single-section SpaSEG (library defaults)",
+        "PCs; single: single-section SpaSEG",
     )
     parser.add_argument("--spaseg", default="", help="extra joint spaseg.tl.spaseg kwargs, k=v,...")
     parser.add_argument(
@@ -228,6 +275,7 @@ def main(argv=None) -> None:
     extra = {
         k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)
     }
+    extra = {**SHIPPED_SPASEG, **extra}  # config/config.yaml as shipped, then the overrides
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(" ".join(sys.argv) + "\n")
     load_start = os.getloadavg()
@@ -275,7 +323,7 @@ def main(argv=None) -> None:
             table.to_csv(args.out / f"{name}_single_labels.tsv", sep="\t")
 
     print(f"\n{len(SECTIONS)} sections, {n_genes} shared genes, {args.n_comps} joint PCs")
-    print(f"joint options: scale={args.scale}, spaseg={extra or 'defaults'}, seeds {args.seeds}")
+    print(f"joint options: scale={args.scale}, spaseg={extra}, seeds {args.seeds}")
     print_tables(pd.DataFrame(rows))
     print()
     print(pd.DataFrame(cost).round(2).to_markdown(index=False))

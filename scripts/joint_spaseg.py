@@ -9,6 +9,8 @@ from _common import setup
 
 setup(snakemake)
 
+import logging
+
 import anndata as ad
 import torch
 
@@ -25,5 +27,8 @@ spaseg.tl.spaseg(
     use_rep=joint.uns["joint_pca"]["use_rep"],  # Harmony-corrected PCs when group.harmony
     sample=f"group {snakemake.wildcards.group}",
 )
+# How well the joint embedding mixes the sections and separates the domains (uns["f1_lisi"]).
+spaseg.tl.f1_lisi(joint, batch_key="sample")
+logging.getLogger("spaseg").info("F1-LISI of the joint embedding: %s", joint.uns["f1_lisi"])
 add_provenance(joint, config=snakemake.config, step=snakemake.rule)
 write_h5ad(joint, snakemake.output[0])

@@ -38,7 +38,7 @@ COMES_WITH: dict[str, str] = {}
 #: spaseg's imports inside functions (not loaded by ``import spaseg``) -> the rules that reach
 #: them. A new lazy import must be added here, with the rules whose envs need it.
 LAZY_IMPORTS = {
-    "harmonypy": {"joint_pca"},
+    "harmonypy": {"joint_pca", "joint_spaseg"},
     "squidpy": {"cci"},
     "cell2location": {"c2l_reference", "c2l_map"},
     "scvi": {"c2l_reference", "c2l_map"},

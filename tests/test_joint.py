@@ -137,3 +137,29 @@ def test_sections_of_different_sizes_are_padded():
 def test_missing_sample_key():
     with pytest.raises(InputError, match="obs\\['batch'\\]"):
         spaseg.tl.spaseg(joint_of_bands(2), n_domains=3, sample_key="batch", **FAST)
+
+
+def _lisi_data(shift: float) -> ad.AnnData:
+    """Three domains in two sections; ``shift`` moves one section away in the embedding."""
+    rng = np.random.default_rng(0)
+    n = 600
+    domain, section = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    embedding = 5 * np.eye(3)[domain] + rng.normal(size=(n, 3))
+    embedding[:, 0] += shift * (section == 0)
+    obs = pd.DataFrame(
+        {"sample": section.astype(str), "domain": domain.astype(str)},
+        index=[f"s{i}" for i in range(n)],
+    )
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["spaseg_embedding"] = embedding
+    return adata
+
+
+def test_f1_lisi_rewards_mixed_sections_and_separate_domains():
+    mixed = spaseg.tl.f1_lisi(_lisi_data(shift=0), copy=True)
+    apart = _lisi_data(shift=10)
+    spaseg.tl.f1_lisi(apart)
+    assert mixed["f1"] > 0.9 and mixed["clisi_scaled"] > 0.9
+    assert apart.uns["f1_lisi"]["ilisi_scaled"] < 0.05 and apart.uns["f1_lisi"]["f1"] < 0.1
+    with pytest.raises(spaseg.InputError, match="two sections"):
+        spaseg.tl.f1_lisi(apart[apart.obs["sample"] == "0"].copy())

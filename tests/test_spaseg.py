@@ -51,7 +51,7 @@ def test_same_seed_same_labels_on_gpu():
     assert a.uns["spaseg"]["versions"]["cuda"] and a.uns["spaseg"]["device"].startswith("cuda")
 
 
-def test_deterministic_mode_is_recorded_and_the_callers_setting_restored():
+def test_deterministic_mode_is_recorded_and_the_callers_setting_restored(tmp_path):
     adata = hex_section(seed=3)
     assert not torch.are_deterministic_algorithms_enabled()
     spaseg.tl.spaseg(adata, n_domains=3, seed=1, **FAST)
@@ -59,6 +59,7 @@ def test_deterministic_mode_is_recorded_and_the_callers_setting_restored():
     info = adata.uns["spaseg"]
     assert info["deterministic"] is True and info["torch_threads"] >= 1
     assert info["versions"]["torch"] == torch.__version__ and info["versions"]["numpy"]
+    adata.write_h5ad(tmp_path / "domains.h5ad")  # the record must be storable
     torch.use_deterministic_algorithms(True)
     try:
         spaseg.tl.spaseg(adata, n_domains=3, seed=1, deterministic=False, **FAST)

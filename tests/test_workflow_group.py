@@ -60,6 +60,8 @@ def test_group_run_outputs(group_run):
     joint = ad.read_h5ad(results / "groups/stack/domains.h5ad")
     assert list(joint.obs["sample"].cat.categories) == ["section0", "section1", "section2"]
     assert joint.obs["domain"].nunique() <= 4
+    lisi = joint.uns["f1_lisi"]
+    assert lisi["n_sections"] == 3 and all(0 <= lisi[k] <= 1 for k in ("f1", "ilisi_scaled"))
     assert joint.obsm["spatial_3d"].shape == (joint.n_obs, 3)
     assert sorted(np.unique(joint.obsm["spatial_3d"][:, 2])) == [0.0, 10.0, 20.0]
     # the aligned sections land where the simulation put them (section0's frame = truth)

@@ -6,6 +6,7 @@ could mistake for a finished one.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,10 +22,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     extension (matplotlib, pandas) still work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
+    except OSError as err:
+        raise _unwritable(path, err) from err
     os.close(fd)
     # mkstemp creates the file 0600; give outputs the permissions of a normal file.
     umask = os.umask(0)
@@ -34,9 +38,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as err:
+        if _out_of_space(err):  # h5py and others word it in their own way: say it plainly
+            raise _unwritable(path, err) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _out_of_space(err: BaseException) -> bool:
+    text = str(err)
+    return (
+        getattr(err, "errno", None) in _NO_SPACE
+        or "No space left on device" in text
+        or "Disk quota exceeded" in text
+    )
+
+
+def _unwritable(path: Path, err: BaseException) -> OSError:
+    """One clear error for an output that cannot be written, naming the file and the cause."""
+    code = getattr(err, "errno", None)
+    if _out_of_space(err):
+        code = code if code in _NO_SPACE else errno.ENOSPC
+        why = "no space left on the device (or quota exceeded)"
+    else:
+        why = getattr(err, "strerror", None) or str(err)
+    return OSError(
+        code, f"cannot write {path}: {why}; free space or choose another results directory"
+    )
 
 
 def write_h5ad(adata, path: str | os.PathLike, **kwargs) -> None:

@@ -7,6 +7,10 @@ with the finished sections; the default target would need every section, failed 
 """
 
 
+onstart:
+    lock_results()
+
+
 onsuccess:
     log_run_summary()
 

@@ -9,6 +9,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "_align": ["align"],
         "_consensus": ["consensus_labels"],
         "_deconv": ["cell2location_map", "cell2location_signatures"],
+        "_lisi": ["f1_lisi"],
         "_lr": ["cell_type_entropy", "ligrec_domains", "load_resource", "lr_scores", "top_pairs"],
         "_moran": ["morans_i", "spatial_knn_graph"],
         "_spaseg": ["spaseg"],
