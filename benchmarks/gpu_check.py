@@ -11,7 +11,8 @@ per section: principal components, grid coordinates, truth), from
   ``truth.tsv.gz`` (``--chip-pca``, ``--chip-truth``).
 
 ``run`` (on the GPU) trains each section with ``config/config.yaml``'s ``spaseg`` section on
-``--device``: twice with ``deterministic: true`` (labels and logits must be equal bit for
+``--device`` (``n_domains`` per section, as a sample sheet gives it: 7 on DLPFC, the simulated
+number on the chip): twice with ``deterministic: true`` (labels and logits must be equal bit for
 bit), once with ``deterministic: false`` (what determinism costs), and prints a table of
 time, peak GPU memory and ARI; ``--hash-out`` writes the labels' hashes so a second process
 can be compared with the first. Only ``spaseg.tl`` and AnnData are imported in ``run``.
@@ -39,7 +40,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 DLPFC = REPO.parent / "shared" / "data" / "dlpfc"
-CHIP_BIN = 50  # bin size of the shipped config (stereo_seq.bin_size)
+CHIP_BIN = 20  # stereoseq_scale.py bins the chip at bin20 and writes truth at that size
 
 
 def shipped_config() -> dict:
@@ -64,12 +65,15 @@ def prepare(args) -> None:
             array_row=adata.obs["array_row"].to_numpy(),
             array_col=adata.obs["array_col"].to_numpy(),
             truth=np.where(truth == "NA", "", truth).astype(str),
+            n_domains=7,  # the annotation's six layers and white matter
         )
     if args.chip_pca:
         chip = ad.read_h5ad(args.chip_pca, backed="r")
         obs = chip.obs[["bin_x", "bin_y", "array_row", "array_col"]].reset_index(drop=True)
         truth = pd.read_csv(args.chip_truth, sep="\t")
         truth = truth.loc[truth["bin_size"] == CHIP_BIN, ["bin_x", "bin_y", "domain"]]
+        if truth.empty:
+            raise SystemExit(f"{args.chip_truth} has no truth at bin size {CHIP_BIN}")
         scored = obs.merge(truth, on=["bin_x", "bin_y"], how="left")
         np.savez(
             args.inputs / f"chip_{chip.n_obs}.npz",
@@ -77,6 +81,7 @@ def prepare(args) -> None:
             array_row=obs["array_row"].to_numpy(np.int32),
             array_col=obs["array_col"].to_numpy(np.int32),
             truth=scored["domain"].fillna(-1).to_numpy(np.int16),  # -1: background
+            n_domains=truth.loc[truth["domain"] >= 0, "domain"].nunique(),  # as stereoseq_scale
         )
     print(sorted(p.name for p in args.inputs.glob("*.npz")))
 
@@ -89,7 +94,8 @@ def run(args) -> None:
     from spaseg.tl import spaseg as train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    settings = {k: v for k, v in shipped_config()["spaseg"].items() if k != "deterministic"}
+    skip = ("deterministic", "n_domains")  # set per section (the sample sheet's job)
+    settings = {k: v for k, v in shipped_config()["spaseg"].items() if k not in skip}
     settings.update(device=args.device, log_every=0)
     rows, hashes = [], {}
     for path in sorted(args.inputs.glob("*.npz")):
@@ -108,7 +114,13 @@ def run(args) -> None:
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             try:
-                out = train(adata, deterministic=deterministic, copy=True, **settings)
+                out = train(
+                    adata,
+                    n_domains=int(data["n_domains"]),
+                    deterministic=deterministic,
+                    copy=True,
+                    **settings,
+                )
             except RuntimeError as error:  # e.g. a kernel with no deterministic version
                 print(f"{path.stem} deterministic={deterministic}: {error}", flush=True)
                 break
@@ -126,7 +138,9 @@ def run(args) -> None:
                     peak_gpu_mb=round(peak),
                     runs=info["n_runs_used"],
                     iterations=int(np.sum(info["iterations"])),
-                    ari=round(adjusted_rand_score(truth[labelled], labels[labelled]), 3),
+                    ari=round(adjusted_rand_score(truth[labelled], labels[labelled]), 3)
+                    if labelled.any()
+                    else np.nan,
                 )
             )
             print(rows[-1], flush=True)
