@@ -13,7 +13,7 @@ import anndata as ad
 import torch
 
 import spaseg
-from spaseg._atomic import atomic_path, write_h5ad
+from spaseg._atomic import savefig, write_h5ad
 from spaseg._provenance import add_provenance
 from spaseg.pl._cci import cell_types
 
@@ -36,5 +36,4 @@ spaseg.tl.cell2location_map(
 add_provenance(adata, config=snakemake.config, step=snakemake.rule)
 write_h5ad(adata, snakemake.output.h5ad)
 figure = cell_types(adata, title=f"{sample}: cell-type fractions (cell2location q05)")
-with atomic_path(snakemake.output.plot) as tmp:
-    figure.savefig(tmp, dpi=120, bbox_inches="tight")
+savefig(figure, snakemake.output.plot, dpi=120)

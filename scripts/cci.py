@@ -16,7 +16,7 @@ import anndata as ad
 import pandas as pd
 
 import spaseg
-from spaseg._atomic import atomic_path, write_h5ad
+from spaseg._atomic import atomic_path, savefig, write_h5ad
 from spaseg._provenance import add_provenance
 from spaseg.pl._cci import domain_heatmap, lr_spatial
 from spaseg.tl._deconv import FRACTIONS_KEY
@@ -79,8 +79,7 @@ figures = {
     "heatmap": domain_heatmap(tables["domain_pairs"], ligrec, alpha=cci["alpha"], title=sample),
 }
 for name, figure in figures.items():
-    with atomic_path(snakemake.output[name]) as tmp:
-        figure.savefig(tmp, dpi=120, bbox_inches="tight")
+    savefig(figure, snakemake.output[name], dpi=120)
 lrdata.uns["spaseg_provenance"] = adata.uns.get("spaseg_provenance", {})  # keep the steps
 add_provenance(lrdata, config=snakemake.config, step=snakemake.rule)
 write_h5ad(lrdata, snakemake.output.scores)

@@ -12,12 +12,11 @@ setup(snakemake)
 import anndata as ad
 
 import spaseg
-from spaseg._atomic import atomic_path
+from spaseg._atomic import savefig
 
 sample = snakemake.wildcards.sample
 adata = ad.read_h5ad(snakemake.input[0])
 figure = spaseg.pl.domains(
     adata, key="domain", title=f"{sample}: {adata.obs['domain'].nunique()} domains"
 )
-with atomic_path(snakemake.output[0]) as tmp:
-    figure.savefig(tmp, dpi=150, bbox_inches="tight")
+savefig(figure, snakemake.output[0], dpi=150)

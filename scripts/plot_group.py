@@ -12,7 +12,7 @@ setup(snakemake)
 import anndata as ad
 
 import spaseg
-from spaseg._atomic import atomic_path
+from spaseg._atomic import atomic_path, savefig
 
 group = snakemake.wildcards.group
 joint = ad.read_h5ad(snakemake.input[0])
@@ -24,7 +24,6 @@ figures = {
     snakemake.output.stack: spaseg.pl.aligned_3d(joint, title=f"group {group}: aligned sections"),
 }
 for path, figure in figures.items():
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=150, bbox_inches="tight")
+    savefig(figure, path, dpi=150)
 with atomic_path(snakemake.output.html) as tmp:
     spaseg.pl.aligned_3d_html(joint, tmp, title=f"group {group}: aligned sections")

@@ -12,9 +12,8 @@ setup(snakemake)
 import anndata as ad
 
 import spaseg
-from spaseg._atomic import atomic_path
+from spaseg._atomic import savefig
 
 sample = snakemake.wildcards.sample
 figure = spaseg.pl.qc(ad.read_h5ad(snakemake.input[0]), title=f"{sample}: QC")
-with atomic_path(snakemake.output[0]) as tmp:
-    figure.savefig(tmp, dpi=150, bbox_inches="tight")
+savefig(figure, snakemake.output[0], dpi=150)

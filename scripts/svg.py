@@ -12,7 +12,7 @@ setup(snakemake)
 import anndata as ad
 
 import spaseg
-from spaseg._atomic import atomic_path
+from spaseg._atomic import atomic_path, savefig
 
 sample = snakemake.wildcards.sample
 adata = ad.read_h5ad(snakemake.input[0])
@@ -20,5 +20,4 @@ table = spaseg.tl.svg(adata, groupby="domain", sample=sample, **snakemake.params
 with atomic_path(snakemake.output.table) as tmp:
     table.to_csv(tmp, sep="\t", index=False)
 figure = spaseg.pl.svg(adata, table, n_top=snakemake.params.n_top, title=sample)
-with atomic_path(snakemake.output.plot) as tmp:
-    figure.savefig(tmp, dpi=120, bbox_inches="tight")
+savefig(figure, snakemake.output.plot, dpi=120)

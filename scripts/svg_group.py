@@ -16,7 +16,7 @@ setup(snakemake)
 import anndata as ad
 
 import spaseg
-from spaseg._atomic import atomic_path
+from spaseg._atomic import atomic_path, savefig
 
 group = snakemake.wildcards.group
 joint = ad.read_h5ad(snakemake.input[0])
@@ -33,5 +33,4 @@ figure = spaseg.pl.svg(
     batch_key="sample",
     title=f"group {group} ({n_sections} sections)",
 )
-with atomic_path(snakemake.output.plot) as tmp:
-    figure.savefig(tmp, dpi=120, bbox_inches="tight")
+savefig(figure, snakemake.output.plot, dpi=120)

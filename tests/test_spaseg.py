@@ -160,7 +160,10 @@ def test_import_does_not_load_torch():
         "assert not heavy & set(sys.modules), heavy & set(sys.modules); "
         "from spaseg.io import read_h5ad; assert 'torch' not in sys.modules; "
         "from spaseg.tl import spaseg as f; assert 'torch' in sys.modules and callable(f); "
-        "assert 'squidpy' not in sys.modules and 'matplotlib' not in sys.modules"
+        "assert 'squidpy' not in sys.modules and 'matplotlib' not in sys.modules; "
+        # the user's matplotlib backend is theirs: the plots module must not change it
+        "import matplotlib; matplotlib.use('svg'); import spaseg.pl._plots, spaseg.pl._multi; "
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 

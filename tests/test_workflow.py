@@ -215,6 +215,19 @@ def test_sample_sheet_n_domains_auto_beside_numbers(tmp_path):
 # --- library pieces the workflow owns ---------------------------------------------------------
 
 
+def test_savefig_is_atomic_and_closes_the_figure(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from spaseg._atomic import savefig
+
+    figure, _ = plt.subplots()
+    savefig(figure, tmp_path / "plot.png", dpi=50)
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    assert not plt.fignum_exists(figure.number) and [p.name for p in tmp_path.iterdir()] == [
+        "plot.png"
+    ]
+
+
 def test_add_provenance_survives_h5ad(tmp_path):
     adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
     config = {"qc": {"max_pct_mt": None}, "spaseg": {"n_domains": 7}}

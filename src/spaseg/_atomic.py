@@ -76,3 +76,13 @@ def write_h5ad(adata, path: str | os.PathLike, **kwargs) -> None:
     """Write ``adata`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp, **kwargs)
+
+
+def savefig(figure, path: str | os.PathLike, *, dpi: int = 150) -> None:
+    """Save a matplotlib figure to ``path`` atomically (tight bounding box), then close it so
+    that a job drawing many figures does not keep them all in memory."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    plt.close(figure)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # workflow jobs have no display
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -156,7 +153,7 @@ def aligned_3d_html(
     import json
 
     labels = pd.Categorical(adata.obs[key])
-    colours = [matplotlib.colors.to_hex(c) for c in _palette(labels.categories)]
+    colours = [to_hex(c) for c in _palette(labels.categories)]
     xyz = np.asarray(adata.obsm[basis], dtype=float)
     xyz = xyz - (xyz.min(axis=0) + xyz.max(axis=0)) / 2
     extent = np.ptp(xyz[:, :2], axis=0).max() or 1.0

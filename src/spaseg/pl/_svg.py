@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # workflow jobs have no display
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
