@@ -163,3 +163,20 @@ def test_f1_lisi_rewards_mixed_sections_and_separate_domains():
     assert apart.uns["f1_lisi"]["ilisi_scaled"] < 0.05 and apart.uns["f1_lisi"]["f1"] < 0.1
     with pytest.raises(spaseg.InputError, match="two sections"):
         spaseg.tl.f1_lisi(apart[apart.obs["sample"] == "0"].copy())
+
+
+def test_sections_helper_orders_and_checks():
+    from spaseg._sections import sections
+
+    obs = pd.DataFrame({"s": ["b", "a", "b", "c"]}, index=list("wxyz"))
+    adata = ad.AnnData(obs=obs)
+    names, members = sections(adata, "s")  # order of first appearance
+    assert names == ["b", "a", "c"] and [m.tolist() for m in members] == [[0, 2], [1], [3]]
+    adata.obs["s"] = pd.Categorical(obs["s"], categories=["c", "z", "b", "a"])
+    assert sections(adata, "s")[0] == ["c", "b", "a"]  # categories' order, empty left out
+    assert sections(adata, None)[0] == [""]
+    adata.obs["s"] = pd.Categorical([None, "a", "b", "c"])
+    with pytest.raises(InputError, match="no section"):
+        sections(adata, "s")
+    with pytest.raises(InputError, match="no column"):
+        sections(adata, "missing")

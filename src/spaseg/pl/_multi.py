@@ -10,6 +10,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .._sections import sections
 from ._plots import _spot_size, _tissue_axes
 
 
@@ -21,8 +22,7 @@ def _palette(categories) -> list:
 def _sections(adata: AnnData, sample_key: str) -> list[str]:
     if "align" in adata.uns:
         return [str(s) for s in adata.uns["align"]["samples"]]
-    column = adata.obs[sample_key]
-    return [str(s) for s in pd.Categorical(column).categories if (column == s).any()]
+    return sections(adata, sample_key)[0]
 
 
 def _legend(fig: Figure, categories, colours, title: str) -> None:

@@ -26,6 +26,7 @@ from scipy.spatial import cKDTree
 from statsmodels.stats.multitest import multipletests
 
 from .._errors import InputError
+from .._sections import sections
 from ..pp._image import grid_lattice, lattice_edges
 
 # Dense float64 values held per block of genes in Moran's I (about 160 MB).
@@ -136,14 +137,7 @@ def _neighbours_with_ties(xy: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 
 def _sections(adata: AnnData, batch_key: str | None) -> list[np.ndarray]:
     """Spot indices of each section."""
-    if batch_key is None:
-        return [np.arange(adata.n_obs)]
-    if batch_key not in adata.obs:
-        raise InputError(f"obs has no column {batch_key!r} naming sections.", field=batch_key)
-    codes = pd.Categorical(adata.obs[batch_key]).codes
-    if (codes < 0).any():
-        raise InputError("some spots have no section.", field=batch_key)
-    return [np.flatnonzero(codes == c) for c in np.unique(codes)]
+    return sections(adata, batch_key)[1]
 
 
 def row_standardise(graph: sparse.spmatrix) -> sparse.csr_matrix:

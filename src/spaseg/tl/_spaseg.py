@@ -33,6 +33,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from .._errors import InputError
+from .._sections import sections
 from ..pp._image import Grid, SpotImage, spot_image
 from ._consensus import agreement, centroid_margin, consensus_labels
 from ._model import SpaSEGNet
@@ -126,23 +127,11 @@ class _SectionBatch:
         return len(self.pixels)
 
 
-def _sections(adata: AnnData, sample_key: str | None) -> tuple[list[str], list[np.ndarray]]:
-    """Section names and their spot indices (one section when ``sample_key`` is None)."""
-    if sample_key is None:
-        return [""], [np.arange(adata.n_obs)]
-    column = adata.obs[sample_key]
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        names = [c for c in column.cat.categories if (column == c).any()]
-    else:
-        names = list(pd.unique(column))
-    return [str(n) for n in names], [np.flatnonzero(column == n) for n in names]
-
-
 def _section_batch(
     adata: AnnData, rep: np.ndarray, grid: Grid, sample_key: str | None
 ) -> _SectionBatch:
     """Standardise each section's PCs, lay each out as an image, pad them to one size."""
-    samples, members = _sections(adata, sample_key)
+    samples, members = sections(adata, sample_key)
     layouts, images = [], []
     for spots in members:
         section = adata if sample_key is None else adata[spots]
