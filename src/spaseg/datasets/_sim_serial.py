@@ -19,6 +19,7 @@ from anndata import AnnData
 from scipy.spatial import cKDTree
 
 from .._errors import InputError
+from .._geometry import spot_spacing
 from ._sim_geometry import DEFAULT_SPACING_UM, make_grid
 from ._simulate import simulate_sections
 
@@ -170,7 +171,7 @@ def _capture(
     n_cols = int((hi[0] - lo[0]) / (spacing / 2 if grid == "hex" else spacing)) + 2
     lattice = make_grid(grid, n_rows, n_cols, spacing)
     spots = lattice.xy + lo - jitter
-    fine_step = np.median(cKDTree(xy).query(xy, k=2)[0][:, 1])
+    fine_step = spot_spacing(xy)
     dist, nearest = cKDTree(moved).query(spots)
     inside = dist <= 0.75 * fine_step  # a capture spot over tissue
     nearest = nearest[inside]

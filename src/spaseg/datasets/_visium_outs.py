@@ -12,10 +12,10 @@ import pandas as pd
 from anndata import AnnData
 from PIL import Image
 from scipy import sparse
-from scipy.spatial import cKDTree
 
 from .._atomic import atomic_path
 from .._errors import InputError
+from .._geometry import spot_spacing
 from ..io._readers import is_count_matrix
 
 # Visium spots are 55 um wide with centres 100 um apart; fiducial dots are 89.5 um wide.
@@ -135,10 +135,7 @@ def _positions(adata: AnnData) -> pd.DataFrame:
 
 def _scalefactors(coords: np.ndarray) -> dict[str, float]:
     """Scale factors consistent with the spot layout; the image is taken to span the spots."""
-    if len(coords) > 1:
-        pitch = float(np.median(cKDTree(coords).query(coords, k=2)[0][:, 1]))
-    else:
-        pitch = 1.0
+    pitch = spot_spacing(coords)
     spot = _SPOT_TO_PITCH * pitch
     extent = max(float(coords.max()), 1.0)
     return {

@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 from anndata import AnnData
-from scipy.spatial import cKDTree
 
 from .._errors import InputError
+from .._geometry import spot_spacing
 
 Grid = Literal["auto", "hex", "square", "free"]
 
@@ -110,8 +110,7 @@ def _lattice(adata: AnnData, grid: str, max_size: int) -> tuple[np.ndarray, str]
         lat = np.column_stack([adata.obs["array_row"], adata.obs["array_col"]]).astype(np.int64)
         return lat - lat.min(axis=0), grid
     xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]
-    dist, _ = cKDTree(xy).query(xy, k=2)
-    step = float(np.median(dist[:, 1])) or 1.0
+    step = spot_spacing(xy)
     extent = xy.max(axis=0) - xy.min(axis=0)
     step = max(step, float(extent.max()) / (max_size - 1))  # bound the image size
     lat = np.floor((xy - xy.min(axis=0)) / step).astype(np.int64)

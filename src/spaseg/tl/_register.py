@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft, ndimage, optimize, sparse
-from scipy.spatial import cKDTree
+
+from .._geometry import spot_spacing
 
 _COARSE_PIXELS = 96  # raster side of the global search
 _FINE_SIGMAS = (2.0, 1.0)  # kernel widths of the local refinement, in spot spacings
@@ -49,12 +50,6 @@ class Rigid:
 
     def apply(self, xy: np.ndarray) -> np.ndarray:
         return xy @ self.matrix.T + self.offset
-
-
-def spot_spacing(xy: np.ndarray) -> float:
-    """Median distance of a spot to its nearest neighbour."""
-    dist, _ = cKDTree(xy).query(xy, k=2)
-    return float(np.median(dist[:, 1])) or 1.0
 
 
 def _rotation(theta_deg: float) -> np.ndarray:
