@@ -37,7 +37,8 @@ if "cell2location" in snakemake.input.keys():
     adata.obsm[FRACTIONS_KEY] = c2l.obsm[FRACTIONS_KEY].loc[adata.obs_names]
     fractions_key = FRACTIONS_KEY
 else:
-    logging.getLogger("spaseg").info("no cell2location fractions: every spot has H = 1")
+    why = "cci.weight: none" if cci["weight"] == "none" else "no cell2location reference"
+    logging.getLogger("spaseg").info("%s: every spot has H = 1 (unweighted)", why)
 
 common = dict(organism=cci["organism"], domain_key="domain", sample=sample)
 lrdata = spaseg.tl.lr_scores(

@@ -89,6 +89,18 @@ def test_entropy_of_pure_and_mixed_spots():
     np.testing.assert_allclose(lr.obs["cell_type_entropy"], [0, 1, 0, 1, 1])
 
 
+def test_homotypic_signalling_needs_weight_none():
+    """cci.weight: entropy scores a section of one cell type 0 everywhere (no spot mixes
+    types); weight none (no fractions) keeps its co-expression, as cci.weight: none does."""
+    adata = line_section(X5, ["L", "R", "G"])
+    adata.obsm["fractions"] = np.tile([1.0, 0.0], (5, 1))  # every spot the same single type
+    entropy = lr_scores(adata, PAIR, fractions_key="fractions", **KW)
+    unweighted = lr_scores(adata, PAIR, **KW)
+    assert entropy.X.nnz == 0 and (entropy.var["mean_score"] == 0).all()
+    expected = by_hand(X5, [[1], [0, 2], [1, 3], [2, 4], [3]])
+    np.testing.assert_allclose(unweighted.X.toarray().ravel(), expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("policy", "complex_at"),
     [("min", lambda a, b: np.minimum(a, b)), ("gmean", lambda a, b: np.sqrt(a * b))],

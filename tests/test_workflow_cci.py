@@ -71,6 +71,21 @@ def test_reference_trains_once_and_maps_every_section(tmp_path):
     assert "cell2location/reference/signatures.h5ad" in result.stdout
 
 
+def test_weight_none_does_not_wait_for_cell2location(tmp_path):
+    """With a reference, cci.weight: none still maps cell types, but cci reads no fractions."""
+    paths = write_cci(
+        tmp_path / "ref", n_genes=30, n_markers=4, n_rows=8, n_planted=2, n_controls=2
+    )
+    reference = {"cell2location": {"reference": str(paths["reference"])}}
+    for weight, waits in (("entropy", True), ("none", False)):
+        result, jobs, _ = dry_run(tmp_path / weight, {**reference, "cci": {"weight": weight}})
+        assert result.returncode == 0, output(result)
+        assert jobs["c2l_map"] == 2 and jobs["cci"] == 2, jobs
+        cci_jobs = re.findall(r"rule cci:\n(.*?)\n\n", result.stdout, flags=re.S)
+        assert len(cci_jobs) == 2, result.stdout
+        assert all(("cell2location.h5ad" in job) == waits for job in cci_jobs), cci_jobs
+
+
 def test_cci_without_cell2location_when_asked(tmp_path):
     result, jobs, _ = dry_run(tmp_path, {"cci": {"run": True}})
     assert result.returncode == 0, output(result)

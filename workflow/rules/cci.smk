@@ -1,6 +1,7 @@
 # Cell-cell interaction: cell2location cell-type fractions (optional), then ligand-receptor
 # scores between neighbouring spots. Off unless cell2location.reference is set (cci.run: auto);
-# cci.run: true runs rule cci without cell2location, every spot weighted H = 1.
+# cci.run: true runs rule cci without cell2location, every spot weighted H = 1, as does
+# cci.weight: none with a reference (signalling within one cell type then counts).
 
 
 rule c2l_reference:

@@ -557,10 +557,10 @@ def c2l_signatures(wildcards):
 
 
 def cci_input(wildcards):
-    """Domains; the cell2location fractions when a reference is set (else H = 1); the L-R
-    resource when it is a file."""
+    """Domains; the cell2location fractions when a reference is set and cci.weight is
+    entropy (else H = 1); the L-R resource when it is a file."""
     files = {"domains": f"{RESULTS}/{wildcards.sample}/domains.h5ad"}
-    if C2L["reference"]:
+    if C2L["reference"] and config["cci"]["weight"] == "entropy":
         files["cell2location"] = f"{RESULTS}/{wildcards.sample}/cell2location.h5ad"
     if Path(config["cci"]["resource"]).suffix.lower() in (".csv", ".tsv", ".txt"):
         files["resource"] = config["cci"]["resource"]
