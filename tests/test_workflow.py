@@ -212,6 +212,20 @@ def test_sample_sheet_n_domains_auto_beside_numbers(tmp_path):
     assert result.returncode == 0, output(result)
 
 
+def test_sheet_metadata_columns_are_checked_before_any_job(tmp_path):
+    """Extra columns are metadata (text, carried into obs): allowed unless they would take a
+    name the workflow writes into obs itself."""
+    args = ["-n", "--cores", "1", "--config", f"results={tmp_path / 'results'}"]
+    sheet = write_sheet(tmp_path / "ok.tsv", [{**GOOD, "donor": "01", "condition": "AD"}])
+    result = snakemake(*args, f"samples={sheet}", workdir=tmp_path)
+    assert result.returncode == 0, output(result)
+    for column in ("domain", "2nd_slide"):
+        sheet = write_sheet(tmp_path / "bad.tsv", [{**GOOD, column: "x"}])
+        result = snakemake(*args, f"samples={sheet}", workdir=tmp_path)
+        assert result.returncode != 0
+        assert f"field {column!r}" in output(result) and "extra columns" in output(result)
+
+
 # --- library pieces the workflow owns ---------------------------------------------------------
 
 
@@ -280,6 +294,14 @@ def test_basic_run_outputs(basic_run):
         assert adata.obs["domain"].nunique() <= params["n_domains"]
         assert adata.obsm["spaseg_embedding"].shape[0] == adata.n_obs
         assert "spaseg" in adata.uns
+        # The sheet's extra columns, as written (text), on every spot and in uns.
+        donor, slide = {"sim_h5ad": ("d1", "01"), "sim_visium": ("d1", "02")}.get(
+            sample, ("d2", None)
+        )
+        assert (adata.obs["donor"] == donor).all()
+        assert adata.uns["sample_metadata"]["donor"] == donor
+        assert adata.uns["sample_metadata"].get("slide") == slide
+        assert ("slide" in adata.obs) == (slide is not None)
         assert list(adata.uns["spaseg_provenance"]["steps"]) == [
             "load",
             "qc",

@@ -99,11 +99,32 @@ def sheet_n_domains(value):
     return value if value == "auto" else int(value)
 
 
+NUMERIC_COLUMNS = ("n_domains", "bin_size", "z")
+#: obs columns the workflow writes itself; metadata columns must not take these names.
+RESERVED_OBS = {"domain", "domain_confidence", "array_row", "array_col", "in_tissue", "bin_x",
+                "bin_y", "n_genes_by_counts", "total_counts", "total_counts_mt", "pct_counts_mt"}  # fmt: skip
+
+
+def metadata_columns(samples):
+    """The sheet's extra columns (donor, condition, slide, ...), beyond the schema's own."""
+    known = yaml.safe_load(SAMPLES_SCHEMA.read_text())["properties"]
+    return [c for c in samples.columns if c not in known]
+
+
+def sample_metadata(wildcards):
+    """{column: value} of the section's extra sheet columns (empty cells left out)."""
+    row = samples.loc[wildcards.sample]
+    return {c: str(row[c]) for c in metadata_columns(samples) if pd.notna(row[c])}
+
+
 def load_samples(sheet):
     """Read the sample sheet and check it, each problem named by sample and column."""
     if not Path(sheet).is_file():
         raise sheet_error("sample sheet not found (config key 'samples')")
-    text_columns = {"sample": str, "path": str, "platform": str, "group": str}
+    # Every column is text but the numeric ones, so extra metadata ("01", "1e3") stays as
+    # written.
+    header = pd.read_csv(sheet, sep="\t", comment="#", nrows=0).columns.str.strip()
+    text_columns = {c: str for c in header if c not in NUMERIC_COLUMNS}
     samples = pd.read_csv(sheet, sep="\t", comment="#", dtype=text_columns)
     samples.columns = samples.columns.str.strip()
     if "n_domains" in samples and samples["n_domains"].dtype == object:
@@ -173,6 +194,13 @@ def load_samples(sheet):
                 field="path",
             )
 
+    for column in metadata_columns(samples):
+        if column in RESERVED_OBS or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", column):
+            raise sheet_error(
+                "extra columns are carried into obs: a name of letters, digits and '_' "
+                f"starting with a letter, and not one the workflow writes ({column!r})",
+                field=column,
+            )
     validate(samples, schema="../schemas/samples.schema.yaml")
     return samples.set_index("sample", drop=False)
 

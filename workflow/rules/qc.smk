@@ -18,5 +18,6 @@ rule qc:
         runtime=30,
     params:
         qc=qc_params,
+        metadata=sample_metadata,
     script:
         "../../scripts/qc.py"
