@@ -10,21 +10,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from conftest import rule_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "workflow" / "rules"
 BIN = Path(sys.executable).parent
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
-
-
-def rule_blocks() -> dict[str, tuple[Path, str]]:
-    """Rule name -> (file, text of its block), from the snakefmt-formatted .smk files."""
-    blocks = {}
-    for smk in sorted(RULES.glob("*.smk")):
-        parts = re.split(r"^rule (\w+):\n", smk.read_text(), flags=re.M)
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            blocks[name] = (smk, re.split(r"^\S", body, maxsplit=1, flags=re.M)[0])
-    return blocks
 
 
 BLOCKS = rule_blocks()
@@ -35,12 +26,12 @@ def test_the_chain_is_there():
 
 
 # Rules with `run:` (run_summary) are bookkeeping in Snakemake's own process: no job, no env.
-JOB_RULES = sorted(name for name, (_, body) in BLOCKS.items() if "\n    run:\n" not in body)
+JOB_RULES = sorted(name for name, body in BLOCKS.items() if "\n    run:\n" not in body)
 
 
 @pytest.mark.parametrize("rule", JOB_RULES)
 def test_rule_habits(rule):
-    smk, body = BLOCKS[rule]
+    body = BLOCKS[rule]
     for directive in ("log:", "benchmark:", "conda:", "threads:", "resources:", "script:"):
         assert re.search(rf"^    {directive}", body, re.M), f"{rule}: no {directive}"
     # One file per job, named by its wildcard ({sample}; {reference}, {group} for shared jobs).
@@ -50,14 +41,28 @@ def test_rule_habits(rule):
     for resource in ("mem_mb=", "runtime="):
         assert resource in body, f"{rule}: no {resource} resource"
     env = re.search(r'^    conda:\n\s+"([^"]+)"', body, re.M).group(1)
-    assert (smk.parent / env).resolve().is_file(), env
+    assert (RULES / env).resolve().is_file(), env
     script = re.search(r'^    script:\n\s+"([^"]+)"', body, re.M).group(1)
-    assert (smk.parent / script).resolve().is_file(), script
+    assert (RULES / script).resolve().is_file(), script
     assert Path(script).stem == rule
 
 
-def test_training_asks_for_gpus_from_config():
-    assert 'gpu=config["resources"]["spaseg_train"]["gpu"]' in BLOCKS["spaseg_train"][1]
+#: The rules that train (on a GPU on clusters) and the config resource each takes its GPUs from.
+GPU_FROM = {
+    "spaseg_train": "spaseg_train",
+    "joint_spaseg": "spaseg_train",
+    "c2l_reference": "c2l_reference",
+    "c2l_map": "c2l_map",
+}
+
+
+@pytest.mark.parametrize("rule", JOB_RULES)
+def test_only_training_asks_for_gpus_and_from_the_config(rule):
+    asks = re.findall(r"^\s+gpu=(.*),$", BLOCKS[rule], re.M)
+    if rule in GPU_FROM:
+        assert asks == [f'config["resources"]["{GPU_FROM[rule]}"]["gpu"]'], asks
+    else:
+        assert not asks, f"{rule} asks for GPUs"
 
 
 def test_snakefile_includes_only():

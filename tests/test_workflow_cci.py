@@ -27,18 +27,6 @@ CCI_FILES = [
 ]
 
 
-def rule_block(name: str) -> str:
-    text = (REPO / "workflow" / "rules" / "cci.smk").read_text()
-    return re.split(r"^rule \w+:\n", text, flags=re.M)[
-        re.findall(r"^rule (\w+):", text, flags=re.M).index(name) + 1
-    ]
-
-
-@pytest.mark.parametrize("rule", ["c2l_reference", "c2l_map"])
-def test_training_rules_ask_for_gpus_from_config(rule):
-    assert f'gpu=config["resources"]["{rule}"]["gpu"]' in rule_block(rule)
-
-
 def dry_run(tmp_path, settings: dict):
     """Dry run of one tiny section with extra config `settings`; the jobs planned, by rule."""
     paths = write_cci(
