@@ -229,6 +229,28 @@ def test_sheet_metadata_columns_are_checked_before_any_job(tmp_path):
 # --- library pieces the workflow owns ---------------------------------------------------------
 
 
+def test_batch_overview_per_project_and_partial_sections(tmp_path):
+    """A project column splits the overview into one page per project; a section that stopped
+    after QC has its QC metrics and no domain metrics."""
+    import spaseg
+    from spaseg._batch import write_batch
+
+    for sample in ("a", "b"):
+        section = simulate_tissue(3, n_rows=10, n_genes=60, n_markers=5, seed=0)
+        (tmp_path / sample).mkdir()
+        spaseg.pp.qc(section, sample=sample).write_h5ad(tmp_path / sample / "qc.h5ad")
+    summary = pd.DataFrame(
+        {"sample": ["a", "b"], "status": ["failed", "failed"], "failed_step": ["normalize_pca"] * 2}
+    )
+    sheet = pd.DataFrame({"sample": ["a", "b"], "project": ["lab_x", "lab_y"]})
+    table = write_batch(tmp_path, summary, sheet).set_index("sample")
+    assert table.loc["a", "spots_after_qc"] > 0 and np.isnan(table.loc["a", "domains"])
+    x = (tmp_path / "batch/lab_x/overview.html").read_text()
+    assert '<td class="text">a</td>' in x and '<td class="text">b</td>' not in x
+    assert (tmp_path / "batch/lab_y/overview.html").is_file()
+    assert len(list((tmp_path / "batch/multiqc").glob("*_mqc.tsv"))) == 2
+
+
 def test_savefig_is_atomic_and_closes_the_figure(tmp_path):
     import matplotlib.pyplot as plt
 
@@ -314,6 +336,38 @@ def test_basic_run_outputs(basic_run):
 
 
 @pytest.mark.slow
+def test_basic_run_batch_overview_and_multiqc(basic_run, tmp_path):
+    """{results}/batch/ after the run: one metrics row per section, an offline overview with
+    every domain map, MultiQC's report; and the real `multiqc {results}` a user would run
+    shows a General Statistics row per section with our columns."""
+    results, run, _, _ = basic_run
+    assert run.returncode == 0, output(run)
+    metrics = pd.read_csv(results / "batch/qc_metrics.tsv", sep="\t", dtype={"slide": str})
+    names = [sample for sample, _, _ in DEMO_SECTIONS]
+    assert sorted(metrics["sample"]) == sorted(names)
+    assert (metrics["status"] == "done").all() and (metrics["spots_after_qc"] > 0).all()
+    assert (metrics["spots_read"] >= metrics["spots_after_qc"]).all()
+    by_sample = metrics.set_index("sample")
+    for sample, _, params in DEMO_SECTIONS:
+        domains = ad.read_h5ad(results / sample / "domains.h5ad").obs["domain"]
+        assert by_sample.loc[sample, "domains"] == domains.nunique() <= params["n_domains"]
+    assert set(by_sample["donor"]) == {"d1", "d2"}  # the sheet's metadata columns
+    page = (results / "batch/overview.html").read_text()
+    assert page.count("data:image/png;base64,") == len(names) and "<script>" in page
+    assert "http://" not in page and "https://" not in page  # opens offline
+    assert (results / "batch/multiqc_report.html").is_file()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "multiqc"), str(results), "--outdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    general = pd.read_csv(tmp_path / "multiqc_data/multiqc_general_stats.txt", sep="\t")
+    assert sorted(general["Sample"]) == sorted(names)
+    for column in ("spots_after_qc", "median_genes", "domains", "status"):
+        assert any(c.endswith(column) for c in general.columns), general.columns
+
+
+@pytest.mark.slow
 def test_basic_run_report(basic_run):
     _, run, made, report = basic_run
     assert run.returncode == 0, output(run)
@@ -351,6 +405,13 @@ def test_data_errors_fail_the_job_cleanly(tmp_path):
     train_log = (results / "logs/spaseg_train/too_many.log").read_text()
     assert "sample 'too_many'" in train_log and "n_domains" in train_log, train_log
     assert (results / "too_many/pca.h5ad").is_file()  # the chain ran up to the failing step
+    # The batch overview is written after a failed run too, with each section's failed step.
+    metrics = pd.read_csv(results / "batch/qc_metrics.tsv", sep="\t").set_index("sample")
+    assert metrics.loc["nan_xy", "failed_step"] == "load"
+    assert metrics.loc["too_many", "failed_step"] == "spaseg_train"
+    assert metrics.loc["too_many", "spots_after_qc"] > 0  # QC metrics of the steps it finished
+    page = (results / "batch/overview.html").read_text()
+    assert "Failed sections" in page and "n_domains" in page  # the failed log's last lines
     for sample in ("nan_xy", "too_many"):
         assert not (results / sample / "domains.h5ad").exists()
         leftovers = [p.name for p in (results / sample).glob("*") if p.name.startswith(".")]

@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -366,8 +367,56 @@ def write_run_summary(path):
     return table
 
 
+BATCH = f"{RESULTS}/batch"
+
+
+def write_batch_metrics(table):
+    """{results}/batch/: qc_metrics.tsv, overview.html (and one per project) and the MultiQC
+    files, after every run, complete or not; then MultiQC's report when multiqc.run is on.
+
+    spaseg._batch reads the h5ad files with h5py only; a Snakemake without it (another env)
+    skips this with a warning rather than failing the run's end.
+    """
+    sys.path.insert(0, str(Path(workflow.basedir, "src")))
+    try:
+        from spaseg._batch import write_batch
+
+        write_batch(RESULTS, table, samples)
+    except Exception as err:  # never let the summary of a run fail the run
+        logger.warning(f"batch overview not written ({type(err).__name__}: {err})")
+        return
+    logger.info(
+        f"Batch overview: {BATCH}/overview.html (metrics: {BATCH}/qc_metrics.tsv)"
+    )
+    if config["multiqc"]["run"]:
+        run_multiqc()
+
+
+def run_multiqc():
+    """MultiQC on the batch's custom-content files: {results}/batch/multiqc_report.html."""
+    import shutil
+    import subprocess
+
+    multiqc = shutil.which("multiqc") or shutil.which(
+        "multiqc", path=Path(sys.executable).parent
+    )
+    if multiqc is None:
+        logger.warning(
+            f"multiqc not found: run `multiqc {RESULTS}` where it is installed"
+        )
+        return
+    command = [multiqc, "--force", "--quiet", "--outdir", BATCH, "--filename",
+               "multiqc_report.html", f"{BATCH}/multiqc"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        logger.warning(f"multiqc failed: {done.stderr.strip()[-500:]}")
+    else:
+        logger.info(f"MultiQC report: {BATCH}/multiqc_report.html")
+
+
 def log_run_summary():
     table = write_run_summary(RUN_SUMMARY)
+    write_batch_metrics(table)
     unfinished = table[table["status"] != "done"]
     if unfinished.empty:
         logger.info(f"All {len(table)} sections done; summary in {RUN_SUMMARY}.")

@@ -2,8 +2,10 @@
 
 With keep-going (both profiles) a failing section leaves the others running. After every run
 {results}/run_summary.tsv lists each section as done, failed (with the failed step and its
-log) or not run. `snakemake --report report.html run_summary` puts it in the report together
-with the finished sections; the default target would need every section, failed ones too.
+log) or not run, and {results}/batch/ holds the batch overview (qc_metrics.tsv, overview.html,
+MultiQC files and report). `snakemake --report report.html run_summary` puts both in the report
+together with the finished sections; the default target would need every section, failed
+ones too.
 """
 
 
@@ -28,8 +30,15 @@ rule run_summary:
         # Only finished sections, so that the report can be made after a partial run.
         finished_outputs,
     output:
-        report(RUN_SUMMARY, caption="../report/run_summary.rst", category="Run summary"),
+        summary=report(
+            RUN_SUMMARY, caption="../report/run_summary.rst", category="Run summary"
+        ),
+        overview=report(
+            f"{RESULTS}/batch/overview.html",
+            caption="../report/batch_overview.rst",
+            category="Run summary",
+        ),
     log:
         f"{RESULTS}/logs/run_summary.log",
     run:
-        write_run_summary(output[0])
+        write_batch_metrics(write_run_summary(output.summary))
