@@ -48,6 +48,7 @@ demo: install $(DEMO)/config.yaml
 	@echo
 	@echo "Results: $(DEMO)/results/<sample>/ (qc, pca, domains, svg: .h5ad/.png/.tsv)"
 	@echo "         $(DEMO)/results/groups/serial/ (joint domains, 3-D alignment, svg)"
+	@echo "Batch:   $(DEMO)/results/batch/overview.html (every section on one page; MultiQC: multiqc_report.html)"
 	@echo "Report:  $(DEMO)/report.html"
 
 $(DEMO)/config.yaml: | $(STAMP)
