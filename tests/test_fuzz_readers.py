@@ -161,21 +161,28 @@ pca_settings = st.fixed_dictionaries(
 )
 
 
-def run_pp(adata: ad.AnnData, qc_kwargs: dict, pca_kwargs: dict) -> None:
-    """QC then normalisation + PCA: each either returns a valid result or raises InputError."""
+def _valid_or_input_error(step: str, call):
+    """``call()``'s result, or None after an InputError that names the sample (any other
+    exception fails the test)."""
     try:
-        qc = spaseg.pp.qc(adata, **qc_kwargs, sample=SAMPLE)
+        return call()
     except InputError as err:
         assert f"sample {SAMPLE!r}" in str(err)
-        event(f"qc: InputError, field {err.field}")
+        event(f"{step}: InputError, field {err.field}")
+        return None
+
+
+def run_pp(adata: ad.AnnData, qc_kwargs: dict, pca_kwargs: dict) -> None:
+    """QC then normalisation + PCA: each either returns a valid result or raises InputError."""
+    qc = _valid_or_input_error("qc", lambda: spaseg.pp.qc(adata, **qc_kwargs, sample=SAMPLE))
+    if qc is None:
         return
     assert 0 < qc.n_obs <= adata.n_obs and 0 < qc.n_vars <= adata.n_vars
     assert is_count_matrix(qc.X)
-    try:
-        pca = spaseg.pp.normalize_pca(qc, **pca_kwargs, sample=SAMPLE)
-    except InputError as err:
-        assert f"sample {SAMPLE!r}" in str(err)
-        event(f"normalize_pca: InputError, field {err.field}")
+    pca = _valid_or_input_error(
+        "normalize_pca", lambda: spaseg.pp.normalize_pca(qc, **pca_kwargs, sample=SAMPLE)
+    )
+    if pca is None:
         return
     event("normalize_pca: valid")  # --hypothesis-show-statistics: how far examples get
     embedding = pca.obsm["X_pca"]

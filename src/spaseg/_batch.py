@@ -1,9 +1,9 @@
 """The batch at a glance: one row of QC and domain metrics per section, and MultiQC files.
 
 Written after every run, complete or not, from Snakemake's own process (the run summary's
-handler), so it reads only the few fields it needs from the ``.h5ad`` files with h5py:
-no AnnData, scanpy or torch there. Sections that stopped early get the metrics of the steps
-they finished.
+handler), so it reads only the few fields it needs from the ``.h5ad`` files (h5py, and
+AnnData's element reader to decode them), never whole matrices. Sections that stopped early
+get the metrics of the steps they finished.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from anndata.io import read_elem
+
+from ._atomic import atomic_path
 
 #: Job steps whose run time (``{results}/benchmarks/{step}/{sample}.tsv``) goes in the table.
 STEPS = ("load", "bin", "qc", "normalize_pca", "spaseg_train", "svg")
@@ -31,46 +34,38 @@ METRICS = (
 )  # fmt: skip
 
 
-def _column(obs: h5py.Group, name: str) -> np.ndarray | None:
-    """An ``obs`` column as stored by AnnData (plain, or categorical codes + categories)."""
-    if name not in obs:
-        return None
-    node = obs[name]
-    if isinstance(node, h5py.Group):  # categorical
-        categories = (
-            node["categories"].asstr()[()]
-            if node["categories"].dtype.kind == "O"
-            else (node["categories"][()])
-        )
-        codes = node["codes"][()]
-        return np.where(codes >= 0, np.asarray(categories, dtype=object)[codes], None)
-    return node[()]
+def _read(f: h5py.File, key: str):
+    """One element of an open ``.h5ad`` (an obs column, a uns entry), or None if absent."""
+    return read_elem(f[key]) if key in f else None
 
 
 def _qc_metrics(path: Path) -> dict:
     with h5py.File(path, "r") as f:
-        obs = f["obs"]
-        n_spots = len(obs[obs.attrs["_index"]])
-        counts, genes = _column(obs, "total_counts"), _column(obs, "n_genes_by_counts")
-        pct_mt = _column(obs, "pct_counts_mt")
-        removed = {k: int(v[()]) for k, v in f["uns/qc/removed"].items()} if "uns/qc" in f else {}
+        n_spots = len(f["obs"][f["obs"].attrs["_index"]])
         n_genes = len(f["var"][f["var"].attrs["_index"]])
+        counts, genes = _read(f, "obs/total_counts"), _read(f, "obs/n_genes_by_counts")
+        pct_mt = _read(f, "obs/pct_counts_mt")
+        removed = _read(f, "uns/qc/removed") or {}
     return {
         "spots_read": n_spots + sum(removed.get(k, 0) for k in SPOT_FILTERS),
         "spots_after_qc": n_spots,
         "genes_after_qc": n_genes,
-        "median_counts": float(np.median(counts)) if counts is not None else np.nan,
-        "median_genes": float(np.median(genes)) if genes is not None else np.nan,
-        "median_pct_mt": float(np.median(pct_mt)) if pct_mt is not None else np.nan,
+        "median_counts": _median(counts),
+        "median_genes": _median(genes),
+        "median_pct_mt": _median(pct_mt),
         **{f"removed_{k}": removed.get(k, 0) for k in SPOT_FILTERS},
     }
 
 
+def _median(values) -> float:
+    return float(np.median(values)) if values is not None else np.nan
+
+
 def _domain_metrics(path: Path) -> dict:
     with h5py.File(path, "r") as f:
-        labels = _column(f["obs"], "domain")
-        confidence = _column(f["obs"], "domain_confidence")
-        device = f["uns/spaseg/device"].asstr()[()] if "uns/spaseg/device" in f else ""
+        labels = _read(f, "obs/domain")
+        confidence = _read(f, "obs/domain_confidence")
+        device = _read(f, "uns/spaseg/device") or ""
     shares = pd.Series(labels).value_counts(normalize=True)
     return {
         "domains": len(shares),
@@ -152,12 +147,11 @@ def write_multiqc(table: pd.DataFrame, folder: str | os.PathLike) -> list[Path]:
 
 
 def _write(path: Path, header: str, body: pd.DataFrame | str) -> None:
-    """Write atomically: a table as TSV under ``header``, or text."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    """Write atomically (:func:`spaseg._atomic.atomic_path`): a table as TSV under
+    ``header``, or text."""
     text = body if isinstance(body, str) else body.to_csv(sep="\t", index=False)
-    partial.write_text(header + text, encoding="utf-8")
-    os.replace(partial, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + text, encoding="utf-8")
 
 
 #: Columns of the overview table, in order (those present).

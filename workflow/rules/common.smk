@@ -45,22 +45,26 @@ RESULTS = config["results"]
 SAMPLE_SHEET = config["samples"]
 
 
-def check_results_writable(results):
+def results_unwritable(why):
+    return WorkflowError(
+        f"config field 'results': cannot write to the results directory {RESULTS!r} ({why}); "
+        "choose a writable directory with free space."
+    )
+
+
+def check_results_writable():
     """Stop before the DAG is built (Snakemake would scan the folder and fail with a raw
     traceback) when the results directory cannot be made or written: its nearest existing
     ancestor must be a writable folder."""
-    existing = Path(results).absolute()
+    existing = Path(RESULTS).absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         what = "a file, not a folder" if not existing.is_dir() else "not writable"
-        raise WorkflowError(
-            f"config field 'results': cannot write to the results directory {results!r} "
-            f"({existing} is {what})."
-        )
+        raise results_unwritable(f"{existing} is {what}")
 
 
-check_results_writable(RESULTS)
+check_results_writable()
 SAMPLES_SCHEMA = Path(workflow.basedir, "workflow", "schemas", "samples.schema.yaml")
 # Files each section ends with; the rest ({results}/{sample}/raw.h5ad) is temporary.
 FINAL_FILES = [
@@ -106,16 +110,18 @@ RESERVED_OBS = {"domain", "domain_confidence", "array_row", "array_col", "in_tis
                 "bin_y", "n_genes_by_counts", "total_counts", "total_counts_mt", "pct_counts_mt"}  # fmt: skip
 
 
+SAMPLES_SCHEMA_DATA = yaml.safe_load(SAMPLES_SCHEMA.read_text())
+
+
 def metadata_columns(samples):
     """The sheet's extra columns (donor, condition, slide, ...), beyond the schema's own."""
-    known = yaml.safe_load(SAMPLES_SCHEMA.read_text())["properties"]
-    return [c for c in samples.columns if c not in known]
+    return [c for c in samples.columns if c not in SAMPLES_SCHEMA_DATA["properties"]]
 
 
 def sample_metadata(wildcards):
     """{column: value} of the section's extra sheet columns (empty cells left out)."""
     row = samples.loc[wildcards.sample]
-    return {c: str(row[c]) for c in metadata_columns(samples) if pd.notna(row[c])}
+    return {c: str(row[c]) for c in METADATA_COLUMNS if pd.notna(row[c])}
 
 
 def load_samples(sheet):
@@ -133,7 +139,7 @@ def load_samples(sheet):
         samples["n_domains"] = samples["n_domains"].map(as_n_domains)
     if samples.empty:
         raise sheet_error("no samples listed")
-    schema = yaml.safe_load(SAMPLES_SCHEMA.read_text())
+    schema = SAMPLES_SCHEMA_DATA
 
     names = (
         ", ".join(map(repr, samples["sample"].dropna())) if "sample" in samples else "?"
@@ -207,6 +213,7 @@ def load_samples(sheet):
 
 
 samples = load_samples(SAMPLE_SHEET)
+METADATA_COLUMNS = metadata_columns(samples)
 
 
 wildcard_constraints:
@@ -374,10 +381,12 @@ def write_batch_metrics(table):
     """{results}/batch/: qc_metrics.tsv, overview.html (and one per project) and the MultiQC
     files, after every run, complete or not; then MultiQC's report when multiqc.run is on.
 
-    spaseg._batch reads the h5ad files with h5py only; a Snakemake without it (another env)
-    skips this with a warning rather than failing the run's end.
+    spaseg._batch reads only a few fields of the h5ad files; a Snakemake without its
+    libraries (another env) skips this with a warning rather than failing the run's end.
     """
-    sys.path.insert(0, str(Path(workflow.basedir, "src")))
+    src = str(Path(workflow.basedir, "src"))
+    if src not in sys.path:
+        sys.path.insert(0, src)
     try:
         from spaseg._batch import write_batch
 
@@ -457,10 +466,7 @@ def lock_results():
         RESULTS_LOCK.parent.mkdir(parents=True, exist_ok=True)
         handle = open(RESULTS_LOCK, "a+")
     except OSError as err:
-        raise WorkflowError(
-            f"config field 'results': cannot write to the results directory {RESULTS!r} "
-            f"({err.strerror}); choose a writable directory with free space."
-        )
+        raise results_unwritable(err.strerror)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -481,10 +487,7 @@ def lock_results():
         )
         handle.flush()
     except OSError as err:
-        raise WorkflowError(
-            f"config field 'results': cannot write to the results directory {RESULTS!r} "
-            f"({err.strerror}); choose a writable directory with free space."
-        )
+        raise results_unwritable(err.strerror)
     _held_lock.append(handle)
 
 
