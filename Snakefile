@@ -33,3 +33,5 @@ rule all:
     input:
         final_outputs(),
         group_outputs(),
+        # MultiQC's report of the batch, once every section is done (multiqc.run).
+        [f"{BATCH}/multiqc_report.html"] if config["multiqc"]["run"] else [],

@@ -17,7 +17,8 @@ from spaseg._provenance import add_provenance
 
 params = snakemake.params
 sections = {
-    sample: ad.read_h5ad(path) for sample, path in zip(params.samples, snakemake.input, strict=True)
+    sample: ad.read_h5ad(path)
+    for sample, path in zip(params.samples, snakemake.input.h5ad, strict=True)
 }
 joint = spaseg.pp.joint_normalize_pca(
     sections,

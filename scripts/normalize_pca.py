@@ -17,7 +17,7 @@ from spaseg._provenance import add_provenance
 
 params = snakemake.params
 adata = spaseg.pp.normalize_pca(
-    ad.read_h5ad(snakemake.input[0]),
+    ad.read_h5ad(snakemake.input.h5ad),
     **params.pca,
     seed=params.seed,
     sample=snakemake.wildcards.sample,

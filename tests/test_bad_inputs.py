@@ -36,11 +36,16 @@ STEP_OUTPUT = {
     "normalize_pca": "pca.h5ad",
     "spaseg_train": "domains.h5ad",
 }
-# QC setting of the run: the section "qc_empties" has fewer counts in every spot.
+# QC settings of the run: the section "qc_empties" has fewer counts in every spot; the gates
+# are set for these small simulated panels (60 genes), low enough to let "handful_of_spots"
+# through and high enough to stop "few_genes".
 MIN_COUNTS = 50
 CONFIG = f"""\
 qc:
   min_counts_per_spot: {MIN_COUNTS}
+  gates:
+    min_spots: 5
+    min_median_genes: 20
 spaseg:
   n_runs: 1
   max_iter: 20
@@ -205,6 +210,12 @@ def few_counts(X: np.ndarray) -> np.ndarray:
     return np.minimum(X, 1) * (np.arange(X.shape[1]) < 20)
 
 
+def few_genes(X: np.ndarray) -> np.ndarray:
+    """Counts in 15 genes only, ten times as many: spots pass the count filter, but the
+    median spot has fewer detected genes than the run's gate asks."""
+    return X * (np.arange(X.shape[1]) < 15) * 10
+
+
 def negative(X: np.ndarray) -> np.ndarray:
     return np.where(X > 5, -X, X)
 
@@ -255,7 +266,6 @@ CASES = [
     Case("all_zero", h5ad(with_counts(np.zeros_like)), field="X", words=("every count is zero",)),
     # Sizes.
     Case("handful_of_spots", h5ad(handful), step=None, n_domains=2, logs={"normalize_pca": ("using 5",), "svg": ("not tested",)}),
-    Case("qc_empties", h5ad(with_counts(few_counts)), step="qc", field="qc.min_counts_per_spot", words=("QC removed all 144 spots",)),
     Case("too_many_domains", h5ad(lambda: section(5)), step="spaseg_train", field="n_domains", n_domains=30, words=("larger than the number of spots",)),
     # Columns.
     Case("table_renamed_column", table(lambda t: t.rename(columns={"x": "X"})), "table", field="x", words=("column not found", "'X'")),
@@ -263,6 +273,11 @@ CASES = [
     Case("gem_renamed_column", gem_text("gene\tx\ty\tMIDCount"), "stereo-seq", "bin", "geneID", ("lacks required column",)),
     Case("gem_missing_column", gem_text("geneID\tx\ty"), "stereo-seq", "bin", "MIDCount|MIDCounts|UMICount", ("lacks required column",)),
     Case("visium_no_positions", visium_without_positions, "visium", field="tissue_positions", words=("file not found",)),
+]  # fmt: skip
+# Stopped by the QC gates (rule qc_gate): qc_failed, not failed.
+GATE_CASES = [
+    Case("qc_empties", h5ad(with_counts(few_counts)), step="qc_gate", field="qc.gates.min_spots", words=("spots after QC 0 < 5",)),
+    Case("few_genes", h5ad(with_counts(few_genes)), step="qc_gate", field="qc.gates.min_median_genes", words=("median genes per spot", "< 20")),
 ]  # fmt: skip
 GOOD = Case("good", h5ad(), step=None)
 SPACES = "with spaces/séction ü 東京"  # the good section's folder: spaces and non-ASCII work
@@ -275,7 +290,7 @@ def catalogue_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bad inputs ü")
     data = workdir / "data"
     rows = []
-    for case in [GOOD, *CASES]:
+    for case in [GOOD, *CASES, *GATE_CASES]:
         folder = data / (SPACES if case is GOOD else case.sample)
         folder.mkdir(parents=True)
         path = case.make(folder / case.sample)
@@ -339,6 +354,29 @@ def test_bad_input_fails_cleanly(catalogue_run, case):
     later = FINAL_FILES[FINAL_FILES.index(made) :] if made in FINAL_FILES else FINAL_FILES
     assert not [name for name in {made, *later} if (results / case.sample / name).exists()]
     assert not list((results / case.sample).glob(".*")), "temporary files left behind"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", GATE_CASES, ids=lambda c: c.sample)
+def test_qc_gate_stops_section_after_its_qc_plot(catalogue_run, case):
+    """qc_failed with the gate, its value and threshold in the summary; the QC plot and the
+    gate table are there, nothing after QC is."""
+    results, summary = catalogue_run["results"], catalogue_run["summary"]
+    line = last_error(results / "logs" / "qc_gate" / f"{case.sample}.log")
+    assert line.startswith(f"QCGateError: sample {case.sample!r}, file "), line
+    assert f"field {case.field!r}" in line and "qc.on_fail: skip" in line, line
+    for word in case.words:
+        assert word in line, line
+    row = summary.loc[case.sample]
+    assert (row["status"], row["failed_step"], row["error"]) == ("qc_failed", "qc_gate", line)
+    assert f"{case.sample}: qc_failed at qc_gate" in output(catalogue_run["run"])
+    folder = results / case.sample
+    assert (folder / "qc.png").is_file() and (folder / "qc_gates.tsv").is_file()
+    assert not [
+        p.name for p in folder.iterdir() if p.name not in ("qc.h5ad", "qc.png", "qc_gates.tsv")
+    ]
+    overview = pd.read_csv(results / "batch" / "qc_metrics.tsv", sep="\t").set_index("sample")
+    assert case.field.rsplit(".", 1)[1] in overview.at[case.sample, "qc_gates_failed"].split(",")
 
 
 @pytest.mark.slow

@@ -34,9 +34,10 @@ def test_rule_habits(rule):
     body = BLOCKS[rule]
     for directive in ("log:", "benchmark:", "conda:", "threads:", "resources:", "script:"):
         assert re.search(rf"^    {directive}", body, re.M), f"{rule}: no {directive}"
-    # One file per job, named by its wildcard ({sample}; {reference}, {group} for shared jobs).
+    # One file per job, named by its wildcard ({sample}; {reference}, {group} for shared jobs;
+    # "batch" for the one job of the whole batch).
     for kind, suffix in (("logs", "log"), ("benchmarks", "tsv")):
-        where = rf'f"\{{RESULTS\}}/{kind}/{rule}/\{{\{{\w+\}}\}}\.{suffix}"'
+        where = rf'f"\{{RESULTS\}}/{kind}/{rule}/(\{{\{{\w+\}}\}}|batch)\.{suffix}"'
         assert re.search(where, body), f"{rule}: no {kind} file per job"
     for resource in ("mem_mb=", "runtime="):
         assert resource in body, f"{rule}: no {resource} resource"

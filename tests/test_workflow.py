@@ -355,7 +355,10 @@ def test_basic_run_batch_overview_and_multiqc(basic_run, tmp_path):
     page = (results / "batch/overview.html").read_text()
     assert page.count("data:image/png;base64,") == len(names) and "<script>" in page
     assert "http://" not in page and "https://" not in page  # opens offline
-    assert (results / "batch/multiqc_report.html").is_file()
+    # Rule multiqc's report, from its custom content.
+    assert (results / "logs/multiqc/batch.log").is_file()
+    general = pd.read_csv(results / "batch/multiqc_report_data/multiqc_general_stats.txt", sep="\t")
+    assert sorted(general["Sample"]) == sorted(names)
     done = subprocess.run(
         [str(Path(sys.executable).parent / "multiqc"), str(results), "--outdir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
@@ -377,7 +380,9 @@ def test_basic_run_report(basic_run):
 
 @pytest.mark.slow
 def test_data_errors_fail_the_job_cleanly(tmp_path):
-    """NaN coordinates (load) and more domains than spots (spaseg_train): clear log, no output."""
+    """NaN coordinates (load) and more domains than spots (spaseg_train): clear log, no output.
+    The tiny section also fails the default gate on median genes, and goes on past it with
+    qc.on_fail: continue."""
     tiny = simulate_tissue(
         3, grid="square", n_rows=10, shape="full", n_genes=60, n_markers=8, n_noise_genes=5, seed=1
     )
@@ -394,7 +399,10 @@ def test_data_errors_fail_the_job_cleanly(tmp_path):
         ],
     )
     short = tmp_path / "short.yaml"
-    short.write_text("spaseg:\n  n_runs: 1\n  max_iter: 20\n  warmup_iter: 5\n")
+    short.write_text(
+        "qc:\n  gates:\n    min_spots: 10\n  on_fail: continue\n"
+        "spaseg:\n  n_runs: 1\n  max_iter: 20\n  warmup_iter: 5\n"
+    )
     results = tmp_path / "results"
     args = ["--keep-going", "--config", f"samples={sheet}", f"results={results}"]
     result = snakemake("--cores", "2", *args, workdir=tmp_path, configfiles=[short])
@@ -405,11 +413,14 @@ def test_data_errors_fail_the_job_cleanly(tmp_path):
     train_log = (results / "logs/spaseg_train/too_many.log").read_text()
     assert "sample 'too_many'" in train_log and "n_domains" in train_log, train_log
     assert (results / "too_many/pca.h5ad").is_file()  # the chain ran up to the failing step
+    gate_log = (results / "logs/qc_gate/too_many.log").read_text()
+    assert "going on (qc.on_fail: continue): median genes per spot 48 < 50" in gate_log
     # The batch overview is written after a failed run too, with each section's failed step.
     metrics = pd.read_csv(results / "batch/qc_metrics.tsv", sep="\t").set_index("sample")
     assert metrics.loc["nan_xy", "failed_step"] == "load"
     assert metrics.loc["too_many", "failed_step"] == "spaseg_train"
     assert metrics.loc["too_many", "spots_after_qc"] > 0  # QC metrics of the steps it finished
+    assert metrics.loc["too_many", "qc_gates_failed"] == "min_median_genes"
     page = (results / "batch/overview.html").read_text()
     assert "Failed sections" in page and "n_domains" in page  # the failed log's last lines
     for sample in ("nan_xy", "too_many"):

@@ -28,8 +28,8 @@ SPOT_FILTERS = ("min_genes_per_spot", "min_counts_per_spot", "max_pct_mt", "dete
 
 #: The metrics columns of ``qc_metrics.tsv`` (besides the sheet's and the run status).
 METRICS = (
-    "spots_read", "spots_after_qc", "genes_after_qc", "median_counts", "median_genes",
-    "median_pct_mt", *[f"removed_{k}" for k in SPOT_FILTERS], "domains",
+    "qc_gates_failed", "spots_read", "spots_after_qc", "genes_after_qc", "median_counts",
+    "median_genes", "median_pct_mt", *[f"removed_{k}" for k in SPOT_FILTERS], "domains",
     "smallest_domain_share", "mean_domain_confidence", "device",
 )  # fmt: skip
 
@@ -58,7 +58,13 @@ def _qc_metrics(path: Path) -> dict:
 
 
 def _median(values) -> float:
-    return float(np.median(values)) if values is not None else np.nan
+    return float(np.median(values)) if values is not None and len(values) else np.nan
+
+
+def _failed_gates(path: Path) -> dict:
+    """The QC gates (``qc_gates.tsv`` of rule qc) a section failed, comma-separated."""
+    gates = pd.read_csv(path, sep="\t")
+    return {"qc_gates_failed": ",".join(gates.loc[~gates["passed"].astype(bool), "gate"])}
 
 
 def _domain_metrics(path: Path) -> dict:
@@ -90,6 +96,8 @@ def section_metrics(results: str | os.PathLike, sample: str) -> dict:
     row: dict = {"sample": sample}
     if (results / sample / "qc.h5ad").is_file():
         row |= _qc_metrics(results / sample / "qc.h5ad")
+    if (results / sample / "qc_gates.tsv").is_file():
+        row |= _failed_gates(results / sample / "qc_gates.tsv")
     if (results / sample / "domains.h5ad").is_file():
         row |= _domain_metrics(results / sample / "domains.h5ad")
     return row | _step_seconds(results, sample)
@@ -156,7 +164,7 @@ def _write(path: Path, header: str, body: pd.DataFrame | str) -> None:
 
 #: Columns of the overview table, in order (those present).
 OVERVIEW_COLUMNS = (
-    "sample", "platform", "group", "status", "failed_step", "spots_read", "spots_after_qc",
+    "sample", "platform", "group", "status", "failed_step", "qc_gates_failed", "spots_read", "spots_after_qc",
     "genes_after_qc", "median_counts", "median_genes", "median_pct_mt", "domains",
     "smallest_domain_share", "mean_domain_confidence", "device", *[f"{s}_s" for s in STEPS],
 )  # fmt: skip
@@ -171,13 +179,15 @@ table {{ border-collapse: collapse; font-size: 13px; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
 th {{ cursor: pointer; background: #eee; }}
 td.text {{ text-align: left; }}
-.failed {{ background: #f8d0d0; }} .flag {{ background: #ffe7a8; }}
+.failed {{ background: #f8d0d0; }} .qc_failed {{ background: #f3d9f0; }}
+.flag {{ background: #ffe7a8; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 .grid figure {{ margin: 0; width: 240px; }} .grid img {{ width: 240px; }}
 pre {{ background: #f4f4f4; padding: 6px; white-space: pre-wrap; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>{summary} Click a column header to sort. Yellow: a QC value beyond {flags}.</p>
+<p>{summary} Click a column header to sort. Red: failed; violet: stopped by a QC gate
+(qc_gates_failed); yellow: a QC value beyond {flags}.</p>
 <table id="sections"><thead><tr>{head}</tr></thead><tbody>
 {rows}
 </tbody></table>
@@ -221,9 +231,10 @@ def _failure(row: pd.Series, n_lines: int = 15) -> str:
     tail = ""
     if isinstance(log, str) and Path(log).is_file():
         tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-n_lines:])
+    what = "stopped by QC gates" if row.get("status") == "qc_failed" else "failed"
     return (
-        f"<h3>{html.escape(str(row['sample']))}: failed at {html.escape(str(row['failed_step']))}"
-        f"</h3><pre>{html.escape(tail)}</pre>"
+        f"<h3>{html.escape(str(row['sample']))}: {what} at "
+        f"{html.escape(str(row['failed_step']))}</h3><pre>{html.escape(tail)}</pre>"
     )
 
 
@@ -238,11 +249,13 @@ def write_overview(
         and not c.startswith("removed_") and c not in ("path", "n_domains", "bin_size", "z")
     ]  # fmt: skip
     rows = []
+    stopped = table["status"].isin(["failed", "qc_failed"])
     for _, row in table.iterrows():
-        failed = ' class="failed"' if row.get("status") == "failed" else ""
-        rows.append(f"<tr{failed}>" + "".join(_cell(c, row[c]) for c in columns) + "</tr>")
+        status = row.get("status")
+        style = f' class="{status}"' if status in ("failed", "qc_failed") else ""
+        rows.append(f"<tr{style}>" + "".join(_cell(c, row[c]) for c in columns) + "</tr>")
     done = int((table["status"] == "done").sum())
-    failures = [_failure(row) for _, row in table.iterrows() if row.get("status") == "failed"]
+    failures = [_failure(row) for _, row in table[stopped].iterrows()]
     page = _PAGE.format(
         title=html.escape(title),
         summary=f"{done} of {len(table)} sections done.",

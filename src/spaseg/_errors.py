@@ -38,3 +38,7 @@ class InputError(ValueError):
             where.append(f"field {field!r}")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class QCGateError(InputError):
+    """A section failed a QC gate (``spaseg.pp.qc_gates``) and is stopped after QC."""

@@ -34,6 +34,7 @@ rule c2l_reference:
 rule c2l_map:
     input:
         spots=f"{RESULTS}/{{sample}}/qc.h5ad",
+        passed=f"{RESULTS}/{{sample}}/qc_passed.tsv",
         signatures=c2l_signatures,
     output:
         h5ad=f"{RESULTS}/{{sample}}/cell2location.h5ad",

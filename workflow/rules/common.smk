@@ -255,8 +255,8 @@ def qc_input(wildcards):
 
 
 def qc_params(wildcards):
-    """The config's qc section; Stereo-seq bins use stereo_seq.detected_quantile instead."""
-    params = dict(config["qc"])
+    """The config's qc filters; Stereo-seq bins use stereo_seq.detected_quantile instead."""
+    params = {k: v for k, v in config["qc"].items() if k not in ("gates", "on_fail")}
     if is_stereoseq(wildcards):
         params["detected_quantile"] = config["stereo_seq"]["detected_quantile"]
     return params
@@ -354,6 +354,8 @@ def section_status(sample):
     ]
     step, log = failed_step(sample) or ("", "")
     status = "done" if not missing else "failed" if step else "not run"
+    if status == "failed" and step == "qc_gate":
+        status = "qc_failed"
     return {
         "sample": sample,
         "status": status,
@@ -397,12 +399,15 @@ def write_batch_metrics(table):
     logger.info(
         f"Batch overview: {BATCH}/overview.html (metrics: {BATCH}/qc_metrics.tsv)"
     )
-    if config["multiqc"]["run"]:
+    # A complete run got MultiQC's report from rule multiqc, which waits for every section;
+    # an incomplete one gets it here, for the sections there are.
+    if config["multiqc"]["run"] and (table["status"] != "done").any():
         run_multiqc()
 
 
 def run_multiqc():
-    """MultiQC on the batch's custom-content files: {results}/batch/multiqc_report.html."""
+    """MultiQC on the batch's custom-content files: {results}/batch/multiqc_report.html, with
+    the multiqc Snakemake runs beside (make install puts it in the .venv)."""
     import shutil
     import subprocess
 
@@ -562,6 +567,10 @@ def group_rows(wildcards):
 def group_qc_files(wildcards):
     """QC'd sections of a group, in stacking order."""
     return [f"{RESULTS}/{s}/qc.h5ad" for s in group_rows(wildcards).index]
+
+
+def group_qc_passed(wildcards):
+    return [f"{RESULTS}/{s}/qc_passed.tsv" for s in group_rows(wildcards).index]
 
 
 def group_samples(wildcards):

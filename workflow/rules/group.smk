@@ -4,7 +4,9 @@
 
 rule joint_pca:
     input:
-        group_qc_files,
+        h5ad=group_qc_files,
+        # A group is trained only when every section passed its QC gates (rule qc_gate).
+        passed=group_qc_passed,
     output:
         f"{RESULTS}/groups/{{group}}/pca.h5ad",
     log:

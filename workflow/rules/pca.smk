@@ -1,6 +1,8 @@
 rule normalize_pca:
     input:
-        f"{RESULTS}/{{sample}}/qc.h5ad",
+        h5ad=f"{RESULTS}/{{sample}}/qc.h5ad",
+        # Rule qc_gate: a section that fails a QC gate stops here (qc.on_fail: skip).
+        passed=f"{RESULTS}/{{sample}}/qc_passed.tsv",
     output:
         f"{RESULTS}/{{sample}}/pca.h5ad",
     log:

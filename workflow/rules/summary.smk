@@ -42,3 +42,35 @@ rule run_summary:
         f"{RESULTS}/logs/run_summary.log",
     run:
         write_batch_metrics(write_run_summary(output.summary))
+
+
+localrules:
+    multiqc,
+
+
+rule multiqc:
+    input:
+        # Every section's final files: the report covers a finished batch. (An incomplete run
+        # gets it from the run-end handler, for the sections there are: common.smk.)
+        sections=final_outputs(),
+    output:
+        report(
+            f"{BATCH}/multiqc_report.html",
+            caption="../report/multiqc.rst",
+            category="Run summary",
+        ),
+    log:
+        f"{RESULTS}/logs/multiqc/batch.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/multiqc/batch.tsv"
+    conda:
+        "../../envs/multiqc.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        results=RESULTS,
+        sheet=samples.to_dict("list"),
+    script:
+        "../../scripts/multiqc.py"

@@ -61,6 +61,14 @@ def spatial(
 
 def qc(adata: AnnData, *, title: str | None = None) -> Figure:
     """QC overview: metric histograms (top) and the same metrics on the tissue (bottom)."""
+    if adata.n_obs == 0:  # QC removed every spot: say so, with what each filter removed
+        fig, ax = plt.subplots(figsize=(6, 2))
+        removed = adata.uns.get("qc", {}).get("removed", {})
+        text = "QC removed every spot\n" + ", ".join(f"{k}={v}" for k, v in removed.items())
+        ax.text(0.5, 0.5, text, ha="center", va="center")
+        ax.set_axis_off()
+        fig.suptitle(title or "", fontsize="medium")
+        return fig
     # A constant metric (e.g. no mitochondrial genes in the panel) says nothing; skip it.
     metrics = [m for m in _QC_METRICS if m in adata.obs and adata.obs[m].nunique() > 1]
     metrics = metrics or [m for m in _QC_METRICS if m in adata.obs][:1]
