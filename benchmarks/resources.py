@@ -28,17 +28,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stereoseq_scale import watch_jobs  # noqa: E402
 
 import spaseg  # noqa: E402
-from spaseg._resources import MEMORY, h5ad_size, predict_mem_mb  # noqa: E402
+from spaseg._resources import (  # noqa: E402
+    MEMORY,
+    h5ad_size,
+    predict_mem_mb,
+    predict_runtime_min,
+)
 from spaseg.datasets._simulate import simulate_tissue  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: Per-section rules and the file each one's memory is predicted from.
 RULE_INPUT = {
+    "load": None,  # the section's own .h5ad
     "qc": "raw.h5ad",
     "plot_qc": "qc.h5ad",
     "normalize_pca": "qc.h5ad",
@@ -92,7 +99,7 @@ def run(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
     print(f"  {sample}: {time.perf_counter() - start:.0f} s", flush=True)
     rows = []
     for rule, name in RULE_INPUT.items():
-        n_obs, n_vars, nnz = h5ad_size(results / sample / name)
+        n_obs, n_vars, nnz = h5ad_size(data if name is None else results / sample / name)
         bench = pd.read_csv(results / "benchmarks" / rule / f"{sample}.tsv", sep="\t")
         rows.append(
             dict(
@@ -103,18 +110,23 @@ def run(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
                 measured_mb=peaks.get(rule, (np.nan,))[0],
                 predicted_mb=predict_mem_mb(rule, n_obs, nnz),
                 seconds=float(bench["s"].iloc[-1]),
+                predicted_min=predict_runtime_min(rule, n_obs, nnz),
             )
         )
     return rows
 
 
 def fit(table: pd.DataFrame) -> None:
-    """Least-squares MB = base + per_kspot * spots/1e3 + per_mvalue * values/1e6, per rule."""
-    print("\nFitted (MB = base + per_kspot * kspots + per_mvalue * mvalues):")
-    for rule, part in table.groupby("rule"):
-        A = np.column_stack([np.ones(len(part)), part["spots"] / 1e3, part["values_m"]])
-        coef, *_ = np.linalg.lstsq(A, part["measured_mb"].to_numpy(), rcond=None)
-        print(f"  {rule}: base {coef[0]:.0f}, per_kspot {coef[1]:.2f}, per_mvalue {coef[2]:.1f}")
+    """Least-squares y = base + per_kspot * spots/1e3 + per_mvalue * values/1e6, per rule,
+    for peak MB and for seconds (coefficients clipped at 0)."""
+    for column in ("measured_mb", "seconds"):
+        print(f"\nFitted {column} = base + per_kspot * kspots + per_mvalue * mvalues:")
+        for rule, part in table.groupby("rule", sort=False):
+            A = np.column_stack([np.ones(len(part)), part["spots"] / 1e3, part["values_m"]])
+            coef, *_ = scipy.optimize.nnls(A, part[column].to_numpy())
+            print(
+                f"  {rule}: base {coef[0]:.1f}, per_kspot {coef[1]:.3f}, per_mvalue {coef[2]:.2f}"
+            )
 
 
 def main(argv=None) -> None:
@@ -136,6 +148,7 @@ def main(argv=None) -> None:
     table = pd.DataFrame(rows)
     table["ratio"] = table["predicted_mb"] / table["measured_mb"]
     table["ok"] = (table["ratio"] >= 1) & (table["ratio"] <= 2)
+    table["time_ok"] = table["predicted_min"] * 60 >= table["seconds"]
     table.to_csv(args.out / "resources.tsv", sep="\t", index=False)
     print(f"\nspaseg {spaseg.__version__}; models: {MEMORY}")
     print(table.round(2).to_markdown(index=False))

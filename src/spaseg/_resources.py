@@ -20,28 +20,43 @@ import h5py
 
 @dataclass(frozen=True)
 class Model:
-    """Peak MB = base + per_kspot * spots / 1000 + per_mvalue * stored values / 1e6."""
+    """Peak MB (or seconds) = base + per_kspot * spots / 1000 + per_mvalue * values / 1e6."""
 
     base: float
     per_kspot: float
     per_mvalue: float
 
-    def mb(self, n_obs: int, n_values: int) -> float:
+    def __call__(self, n_obs: int, n_values: int) -> float:
         return self.base + self.per_kspot * n_obs / 1e3 + self.per_mvalue * n_values / 1e6
 
 
-#: Fitted peak memory of each per-section rule (benchmarks/resources.py --fit, 2026-12-04).
+#: Fitted peak memory (MB) of each per-section rule: `benchmarks/resources.py --fit`
+#: (2026-12-04; eight sections of 1 k-100 k spots, 0.5-32 M stored values), rounded up.
 MEMORY = {
-    "qc": Model(base=600, per_kspot=0.0, per_mvalue=60.0),
-    "plot_qc": Model(base=600, per_kspot=2.0, per_mvalue=30.0),
-    "normalize_pca": Model(base=700, per_kspot=0.0, per_mvalue=80.0),
-    "spaseg_train": Model(base=1200, per_kspot=10.0, per_mvalue=30.0),
-    "plot_domains": Model(base=600, per_kspot=2.0, per_mvalue=30.0),
-    "svg": Model(base=700, per_kspot=2.0, per_mvalue=80.0),
+    "load": Model(base=330, per_kspot=0.0, per_mvalue=16.2),
+    "qc": Model(base=365, per_kspot=0.43, per_mvalue=39.1),
+    "plot_qc": Model(base=285, per_kspot=0.27, per_mvalue=7.9),
+    "normalize_pca": Model(base=371, per_kspot=0.29, per_mvalue=26.6),
+    "spaseg_train": Model(base=573, per_kspot=3.43, per_mvalue=15.0),
+    "plot_domains": Model(base=282, per_kspot=0.44, per_mvalue=15.5),
+    # Grows more slowly than linearly with the values: the line is within -32 % / +18 %.
+    "svg": Model(base=539, per_kspot=0.0, per_mvalue=41.7),
 }
 #: What the scheduler is asked for: the prediction times this, so that a section unlike the
 #: benchmark's (denser counts, other genes) still fits on the first attempt.
 MARGIN = 1.3
+#: Fitted run time in seconds on one CPU core of the benchmark machine (same fit), same form.
+SECONDS = {
+    "load": Model(base=3.1, per_kspot=0.006, per_mvalue=0.0),
+    "qc": Model(base=3.4, per_kspot=0.026, per_mvalue=0.0),
+    "plot_qc": Model(base=3.0, per_kspot=0.0, per_mvalue=0.03),
+    "normalize_pca": Model(base=4.0, per_kspot=0.0, per_mvalue=0.3),
+    "spaseg_train": Model(base=26, per_kspot=1.0, per_mvalue=0.0),
+    "plot_domains": Model(base=2.5, per_kspot=0.009, per_mvalue=0.0),
+    "svg": Model(base=4.6, per_kspot=0.034, per_mvalue=0.36),
+}
+#: Slack of the run-time limit over the prediction: slower nodes, busy file systems.
+RUNTIME_SLACK = 4
 
 
 def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -57,5 +72,11 @@ def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
 def predict_mem_mb(rule: str, n_obs: int, n_values: int) -> int:
     """MB to ask for a job of ``rule`` on a section of ``n_obs`` spots and ``n_values`` stored
     count values, rounded up to 100 MB."""
-    mb = MEMORY[rule].mb(n_obs, n_values) * MARGIN
+    mb = MEMORY[rule](n_obs, n_values) * MARGIN
     return int(math.ceil(mb / 100) * 100)
+
+
+def predict_runtime_min(rule: str, n_obs: int, n_values: int) -> int:
+    """Minutes to ask for (a limit: generous), at least 10."""
+    seconds = SECONDS[rule](n_obs, n_values) * RUNTIME_SLACK
+    return max(10, int(math.ceil(seconds / 60)))

@@ -262,6 +262,62 @@ def qc_params(wildcards):
     return params
 
 
+# Memory and run time from each job's input (spaseg._resources, fitted and checked by
+# benchmarks/resources.py): Snakemake's own process reads only .h5ad headers for them.
+sys.path.insert(0, str(Path(workflow.basedir, "src")))
+from snakemake.common.tbdstring import TBDString
+from spaseg._resources import h5ad_size, predict_mem_mb, predict_runtime_min
+
+#: The steps of a section's first cluster job (group "preprocess") that read its data.
+PREPROCESS = ("qc", "plot_qc", "normalize_pca")
+
+
+def h5ad_input_size(input):
+    """(spots, stored count values) of the .h5ad files a job reads, summed; None while one
+    is still to be made (Snakemake asks again, with the file there, before the job runs)."""
+    files = [f for f in input if str(f).endswith(".h5ad")]
+    if not all(Path(f).exists() for f in files):
+        return None
+    sizes = [h5ad_size(f) for f in files]
+    return sum(s[0] for s in sizes), sum(s[2] for s in sizes)
+
+
+def fitted_mem_mb(model):
+    """resources: mem_mb from the job's input, with the fitted model of rule `model`;
+    twice as much on a retry after an out-of-memory kill. "<TBD>" in a dry run before the
+    input exists; a cluster group job then takes its size from load (load_mem_mb)."""
+
+    def mem_mb(wildcards, input, attempt):
+        size = h5ad_input_size(input)
+        return TBDString() if size is None else predict_mem_mb(model, *size) * attempt
+
+    return mem_mb
+
+
+def fitted_runtime(model):
+    """resources: runtime (minutes) from the job's input, like fitted_mem_mb."""
+
+    def runtime(wildcards, input, attempt):
+        size = h5ad_input_size(input)
+        return TBDString() if size is None else predict_runtime_min(model, *size) * attempt
+
+    return runtime
+
+
+def load_mem_mb(wildcards, input, attempt):
+    """From an .h5ad input's header; other formats (Visium, tables: Visium-sized) get a flat
+    4 GB. On a cluster, load starts the section's first job (group "preprocess"), whose later
+    steps cannot be sized before load has read the data: it asks for the largest of them."""
+    if sample_platform(wildcards) != "h5ad":
+        return 4000 * attempt
+    steps = ("load",) if workflow.local_exec else ("load", *PREPROCESS)
+    try:
+        n_obs, _, n_values = h5ad_size(input[0])
+    except Exception:  # not a readable .h5ad: rule load fails on it with a clear error
+        return 4000 * attempt
+    return max(predict_mem_mb(step, n_obs, n_values) for step in steps) * attempt
+
+
 def bin_mem_mb(wildcards, input, attempt):
     """Binning holds the bins x genes matrix plus one block of records: a few x the input."""
     return (2000 + 4 * int(input.size_mb)) * attempt
@@ -386,9 +442,6 @@ def write_batch_metrics(table):
     spaseg._batch reads only a few fields of the h5ad files; a Snakemake without its
     libraries (another env) skips this with a warning rather than failing the run's end.
     """
-    src = str(Path(workflow.basedir, "src"))
-    if src not in sys.path:
-        sys.path.insert(0, src)
     try:
         from spaseg._batch import write_batch
 

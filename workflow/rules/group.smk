@@ -17,8 +17,8 @@ rule joint_pca:
         "../../envs/joint_pca.yaml"
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=60,
+        mem_mb=fitted_mem_mb("normalize_pca"),
+        runtime=fitted_runtime("normalize_pca"),
     params:
         samples=group_samples,
         pca=config["pca"],
@@ -41,8 +41,8 @@ rule joint_spaseg:
         "../../envs/joint_spaseg.yaml"
     threads: 4
     resources:
-        mem_mb=32000,
-        runtime=240,
+        mem_mb=fitted_mem_mb("spaseg_train"),
+        runtime=fitted_runtime("spaseg_train"),
         # Same GPU setting as single-section training (resources.spaseg_train.gpu).
         gpu=config["resources"]["spaseg_train"]["gpu"],
     params:
@@ -101,7 +101,7 @@ rule plot_group:
         "../../envs/plot.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=15,
+        mem_mb=fitted_mem_mb("plot_domains"),
+        runtime=fitted_runtime("plot_domains"),
     script:
         "../../scripts/plot_group.py"

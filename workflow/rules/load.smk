@@ -15,7 +15,7 @@ rule load:
         "../../envs/load.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=load_mem_mb,
         runtime=30,
     params:
         platform=sample_platform,

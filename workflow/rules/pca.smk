@@ -15,8 +15,8 @@ rule normalize_pca:
         "../../envs/normalize_pca.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=fitted_mem_mb("normalize_pca"),
+        runtime=fitted_runtime("normalize_pca"),
     params:
         pca=config["pca"],
         # One seed for the whole run: it also fixes the randomized PCA solver.

@@ -18,8 +18,8 @@ rule plot_qc:
         "../../envs/plot.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=15,
+        mem_mb=fitted_mem_mb("plot_qc"),
+        runtime=fitted_runtime("plot_qc"),
     script:
         "../../scripts/plot_qc.py"
 
@@ -45,7 +45,7 @@ rule plot_domains:
         "../../envs/plot.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=15,
+        mem_mb=fitted_mem_mb("plot_domains"),
+        runtime=fitted_runtime("plot_domains"),
     script:
         "../../scripts/plot_domains.py"

@@ -16,8 +16,8 @@ rule qc:
         "../../envs/qc.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=fitted_mem_mb("qc"),
+        runtime=fitted_runtime("qc"),
     params:
         qc=qc_params,
         gates=config["qc"]["gates"],

@@ -11,8 +11,8 @@ rule spaseg_train:
         "../../envs/spaseg_train.yaml"
     threads: 4
     resources:
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=fitted_mem_mb("spaseg_train"),
+        runtime=fitted_runtime("spaseg_train"),
         # GPUs per job: 0 locally (device "auto" then trains on the CPU); profiles/slurm asks for 1.
         gpu=config["resources"]["spaseg_train"]["gpu"],
     params:

@@ -19,8 +19,8 @@ rule svg:
         "../../envs/svg.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=fitted_mem_mb("svg"),
+        runtime=fitted_runtime("svg"),
     params:
         svg={k: v for k, v in config["svg"].items() if k != "n_top"},
         n_top=config["svg"]["n_top"],
@@ -50,8 +50,8 @@ rule svg_group:
         "../../envs/svg.yaml"
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=60,
+        mem_mb=fitted_mem_mb("svg"),
+        runtime=fitted_runtime("svg"),
     params:
         svg={k: v for k, v in config["svg"].items() if k != "n_top"},
         n_top=config["svg"]["n_top"],
