@@ -29,6 +29,7 @@ import pytest
 import yaml
 from conftest import rule_blocks
 
+from spaseg._resources import h5ad_size, predict_mem_mb
 from spaseg.datasets._simulate import simulate_tissue
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,7 +374,9 @@ GRES_CONF = SLURM_CONF.with_name("gres.conf")
 MARK = "# spaseg test cluster (tests/test_slurm.py); removed when the test ends\n"
 LOCK = Path("/tmp/spaseg-slurm-test.lock")  # one test cluster per machine at a time
 NODE, N_GPUS, GPU_TYPE = "spaseg-node", 4, "fake"
-TEST_MEMORY_NEED = 20000  # MB: spaseg_train fails below this (scripts/_common.py test hook)
+# MB: spaseg_train fails below this (tests/hooks/sitecustomize.py). Training a test section
+# (16 x 16 spots, 60 genes) asks for 800 MB (spaseg._resources), a retry for twice as much.
+TEST_MEMORY_NEED = 1200
 
 
 def sbin(name: str) -> str:
@@ -579,8 +582,8 @@ def slurm_run(slurm_cluster, tmp_path_factory):
         "SPASEG_SLURM_PARTITION": "cpu",
         "SPASEG_SLURM_GPU_PARTITION": "gpu",
         "SPASEG_SLURM_GPU_MODEL": GPU_TYPE,
-        # Attempt 1 of each training job (16000 MB) fails as if out of memory; attempt 2
-        # (32000 MB) passes (tests/hooks/sitecustomize.py, loaded by the jobs' Python).
+        # Attempt 1 of each training job fails as if out of memory; attempt 2, with twice the
+        # memory, passes (tests/hooks/sitecustomize.py, loaded by the jobs' Python).
         "SPASEG_TEST_MEM_NEEDED": f"spaseg_train={TEST_MEMORY_NEED}",
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(Path(__file__).parent / "hooks"), os.environ.get("PYTHONPATH")])
@@ -726,11 +729,17 @@ def test_slurm_jobs_asked_for_gpus_only_for_training(slurm_run):
 @pytest.mark.slow
 def test_slurm_retries_a_job_out_of_memory_with_more(slurm_run):
     calls = [c for c in sbatch_calls(slurm_run["log"]) if rule_of(c["comment"]) == "spaseg_train"]
+    asked = []
     for sample in ("s1", "s2"):
+        # Attempt 1 asks for the memory predicted from the section's pca.h5ad.
+        n_obs, _, n_values = h5ad_size(slurm_run["workdir"] / "results" / sample / "pca.h5ad")
+        first = predict_mem_mb("spaseg_train", n_obs, n_values)
+        assert first < TEST_MEMORY_NEED <= 2 * first
         attempts = [c for c in calls if c["comment"].endswith(f"_wildcards_{sample}")]
-        assert [(c["attempt"], c["mem"]) for c in attempts] == [(1, 16000), (2, 32000)]
+        assert [(c["attempt"], c["mem"]) for c in attempts] == [(1, first), (2, 2 * first)]
+        asked += [f"{first}M", f"{2 * first}M"]
     assert "out of memory (test hook)" in slurm_run["log"]  # attempt 1's log, shown on failure
     memory = sorted(
         r["MinMemoryNode"] for r in slurm_run["records"] if "spaseg_train" in r.get("Comment", "")
     )
-    assert memory == ["16000M", "16000M", "32000M", "32000M"]
+    assert memory == sorted(asked)
