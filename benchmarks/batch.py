@@ -110,7 +110,9 @@ def main(argv=None) -> None:
         rows["sample"] = [f"s{k:04d}" for k in range(args.dry_run)]
         big_sheet = folder / "samples_dry.tsv"
         rows.to_csv(big_sheet, sep="\t", index=False)
-        wall = snakemake(folder, big_sheet, "-n", "--profile", str(REPO / "profiles" / "slurm"))
+        # --sdm env-modules: the profile's conda, without conda installed (no rule has modules).
+        profile = ["--profile", str(REPO / "profiles" / "slurm"), "--sdm", "env-modules"]
+        wall = snakemake(folder, big_sheet, "-n", *profile)
         print(f"dry run of {args.dry_run} sections with profiles/slurm: {wall:.1f} s")
 
 

@@ -22,6 +22,17 @@ cerebellum
 dlpfc
     151673 with ``obs["layer_guess"]`` as domains (no single-cell reference: ``H = 1``),
     liana's human consensus table, 2 rings; top pairs per layer and ligrec between layers.
+calibration
+    Where the null holds, are the domain-level p-values (``pairs.tsv``) uniform and is the FDR
+    kept? Every gene's values are shuffled over the spots on its own (no spatial structure
+    left, so no pair is more co-expressed across neighbours than a random pair of its bins):
+    the simulated section of ``accuracy`` (20 shuffles, 300 random gene pairs as the resource)
+    and DLPFC 151673 with the consensus resource (3 shuffles); per run, the share of p below
+    0.05 (target 0.03-0.07), the Kolmogorov-Smirnov p against uniform, and the share of runs
+    with any ``padj < 0.05`` (all discoveries are false here, so that is the FDR; target
+    <= 0.05). Power: simulated sections with planted pairs of growing strength (``lr_counts``)
+    and the share of planted pairs with ``padj < 0.05`` in their sender domain or the section
+    against that of the controls.
 speed
     Synthetic square lattice (2 000 genes, ~10 % non-zero, 8 band domains) and random pairs
     from the genes: ``lr_scores`` with 100 background draws at 50 k spots x 1 000 pairs (target
@@ -297,6 +308,90 @@ def dlpfc(out: Path, quick: bool) -> None:
     domain_heatmap(lr.uns["lr_domain_pairs"], ligrec).savefig(out / "dlpfc_domains.png", dpi=90)
 
 
+# --- calibration -----------------------------------------------------------------------------
+
+
+def shuffled(adata: ad.AnnData, rng: np.random.Generator) -> ad.AnnData:
+    """Each gene's values moved to random spots, independently of every other gene."""
+    X = sparse.csc_matrix(adata.X)
+    n = X.shape[0]
+    data, rows = X.data.copy(), X.indices.copy()
+    for j in range(X.shape[1]):
+        part = slice(X.indptr[j], X.indptr[j + 1])
+        rows[part] = rng.choice(n, X.indptr[j + 1] - X.indptr[j], replace=False)
+    out = adata.copy()
+    out.X = sparse.csr_matrix(sparse.csc_matrix((data, rows, X.indptr), X.shape))
+    return out
+
+
+def null_row(name: str, pairs: pd.DataFrame) -> dict:
+    from scipy import stats
+
+    p = pairs["pval"].to_numpy()
+    return {
+        "data": name, "tests": len(p), "share p < 0.05": float(np.mean(p < 0.05)),
+        "KS p (uniform)": float(stats.kstest(p, "uniform").pvalue),
+        "min p": float(p.min()), "any padj < 0.05": bool((pairs["padj"] < 0.05).any()),
+    }  # fmt: skip
+
+
+def calibration(out: Path, quick: bool) -> bool:
+    rng = np.random.default_rng(0)
+    rows = []
+    n_sim = 5 if quick else 20
+    sim = simulate_cci(n_genes=200, n_rows=24, n_planted=8, n_controls=16, seed=0).spatial
+    sim = normalise(sim)
+    genes = np.asarray(sim.var_names)
+    with measure() as m:
+        for k in range(n_sim):
+            pick = rng.choice(len(genes), (300, 2))
+            pick = pick[pick[:, 0] != pick[:, 1]]
+            resource = pd.DataFrame({"ligand": genes[pick[:, 0]], "receptor": genes[pick[:, 1]]})
+            lr = lr_scores(
+                shuffled(sim, rng), resource.drop_duplicates(), n_background=1000, seed=k
+            )
+            rows.append(null_row(f"simulated, shuffle {k}", lr.uns["lr_pairs"]))
+    print(f"\n## calibration: {n_sim} shuffled simulated sections ({m.seconds:.0f} s)")
+    path = SHARED / "dlpfc" / "151673.h5ad"
+    if path.is_file():
+        adata = ad.read_h5ad(path)
+        adata = adata[adata.obs["layer_guess"].astype(str) != "NA"].copy()
+        adata.obs["domain"] = adata.obs["layer_guess"].astype(str)
+        normalise(adata)
+        for k in range(1 if quick else 3):
+            lr = lr_scores(shuffled(adata, rng), "consensus", n_background=REAL_BACKGROUND, seed=k)
+            rows.append(null_row(f"DLPFC 151673, shuffle {k}", lr.uns["lr_pairs"]))
+    result = pd.DataFrame(rows)
+    print(table(result.round(4).to_dict("records")))
+    sim_rows = result[result["data"].str.startswith("simulated")]
+    share = sim_rows["share p < 0.05"].mean()
+    fdr = float(result["any padj < 0.05"].mean())
+    print(
+        f"simulated: mean share p < 0.05 = {share:.3f} (target 0.03-0.07); runs with a false "
+        f"discovery: {fdr:.3f} of {len(result)} (FDR under the complete null; target <= 0.05)"
+    )
+
+    print("\n## power: planted pairs by strength (lr_counts), padj < 0.05")
+    power = []
+    for low, high in [(0.25, 1.0), (0.5, 2.0), (1.0, 4.0)]:
+        sim = simulate_cci(n_genes=200, n_rows=24, n_planted=8, n_controls=16, seed=1,
+                           lr_counts=(low, high))  # fmt: skip
+        spots = normalise(sim.spatial)
+        lr = lr_scores(spots, sim.pairs, n_background=1000)
+        section = lr.uns["lr_pairs"].query("domain == 'all'").set_index("pair")
+        kind = sim.pairs.assign(pair=sim.pairs["ligand"] + "^" + sim.pairs["receptor"])
+        kind = kind.set_index(kind["pair"].str.upper())["kind"]
+        hit = section["padj"] < 0.05
+        power.append({
+            "lr_counts": f"{low}-{high}",
+            "planted found": float(hit[kind.reindex(hit.index) == "planted"].mean()),
+            "controls found": float(hit[kind.reindex(hit.index) != "planted"].mean()),
+            "min planted p": float(section["pval"][kind.reindex(section.index) == "planted"].min()),
+        })  # fmt: skip
+    print(table(power))
+    return 0.03 <= share <= 0.07 and fdr <= 0.05
+
+
 # --- speed -----------------------------------------------------------------------------------
 
 
@@ -359,7 +454,13 @@ def speed(out: Path, quick: bool) -> None:
           f"{last['peak MB']} MB; load avg now {os.getloadavg()[0]:.1f})")  # fmt: skip
 
 
-PARTS = {"accuracy": accuracy, "cerebellum": cerebellum, "dlpfc": dlpfc, "speed": speed}
+PARTS = {
+    "accuracy": accuracy,
+    "cerebellum": cerebellum,
+    "dlpfc": dlpfc,
+    "calibration": calibration,
+    "speed": speed,
+}
 
 
 def main() -> None:

@@ -13,7 +13,11 @@ what was used. Target: measured <= predicted <= 2 x measured for every rule and 
     .venv/bin/python benchmarks/resources.py --fit            # also fit the coefficients
 
 ``--fit`` prints, per rule, the least-squares line of peak MB on (spots, stored values) that
-``spaseg._resources.MEMORY`` was set from (then rounded up with a margin).
+``spaseg._resources.MEMORY`` was set from (then rounded up with a margin). ``--gem`` adds
+Stereo-seq GEM files (rule bin, sized from the file) and ``--group`` a group of serial
+sections (the joint rules, sized with the per-section model of the same step).
+
+    .venv/bin/python benchmarks/resources.py --sizes --gem 200x150 400x300 --group 3x8000x2000
 """
 
 from __future__ import annotations
@@ -37,9 +41,12 @@ import spaseg  # noqa: E402
 from spaseg._resources import (  # noqa: E402
     MEMORY,
     h5ad_size,
+    predict_bin_mem_mb,
+    predict_bin_runtime_min,
     predict_mem_mb,
     predict_runtime_min,
 )
+from spaseg.datasets import write_stereoseq  # noqa: E402
 from spaseg.datasets._simulate import simulate_tissue  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,26 +63,20 @@ RULE_INPUT = {
 FINAL = ["qc.png", "domains.png", "svg.tsv", "svg.png"]
 
 
-def simulate(spots: int, genes: int, path: Path) -> None:
+def simulate(spots: int, genes: int, path: Path, seed: int = 0) -> None:
     """A square-grid section of about ``spots`` spots (full rectangle) and ``genes`` genes."""
     side = int(round(math.sqrt(spots)))
     adata = simulate_tissue(
-        7, grid="square", n_rows=side, n_cols=side, shape="full", n_genes=genes, seed=0
+        7, grid="square", n_rows=side, n_cols=side, shape="full", n_genes=genes, seed=seed
     )
     adata.write_h5ad(path)
 
 
-def run(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
-    spots, genes = size
-    sample = f"s{spots}x{genes}"
-    data = folder / f"{sample}.h5ad"
-    simulate(spots, genes, data)
+def workflow(folder: Path, rows: list[dict], targets: list[str], cores: int, name: str) -> dict:
+    """Run the workflow on a sample sheet of ``rows``; peak MB per rule (the max over its jobs)."""
     sheet = folder / "samples.tsv"
-    pd.DataFrame([{"sample": sample, "path": str(data), "platform": "h5ad"}]).to_csv(
-        sheet, sep="\t", index=False
-    )
+    pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)
     results = folder / "results"
-    targets = [str(results / sample / name) for name in FINAL]
     # raw.h5ad is temporary: keep it to read its size.
     command = [
         sys.executable, "-m", "snakemake", *targets, "--snakefile", str(REPO / "Snakefile"),
@@ -83,11 +84,11 @@ def run(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
         "--configfile", str(REPO / "config" / "config.yaml"),
         "--config", f"samples={sheet}", f"results={results}",
     ]  # fmt: skip
-    print(f"  {sample}: running the workflow", flush=True)
+    print(f"  {name}: running the workflow", flush=True)
     peaks: dict[str, tuple[float, float]] = {}
     stop = threading.Event()
     start = time.perf_counter()
-    with open(folder / f"snakemake_{sample}.log", "w") as log:
+    with open(folder / f"snakemake_{name}.log", "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         watcher = threading.Thread(target=watch_jobs, args=(proc.pid, peaks, stop), daemon=True)
         watcher.start()
@@ -95,12 +96,26 @@ def run(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
     stop.set()
     watcher.join()
     if code != 0:
-        raise RuntimeError(f"workflow failed for {sample}: see {folder}/snakemake_{sample}.log")
-    print(f"  {sample}: {time.perf_counter() - start:.0f} s", flush=True)
+        raise RuntimeError(f"workflow failed for {name}: see {folder}/snakemake_{name}.log")
+    print(f"  {name}: {time.perf_counter() - start:.0f} s", flush=True)
+    return peaks
+
+
+def bench_seconds(results: Path, rule: str, name: str) -> float:
+    return float(pd.read_csv(results / "benchmarks" / rule / f"{name}.tsv", sep="\t")["s"].iloc[-1])
+
+
+def run(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
+    spots, genes = size
+    sample = f"s{spots}x{genes}"
+    data = folder / f"{sample}.h5ad"
+    simulate(spots, genes, data)
+    results = folder / "results"
+    rows = [{"sample": sample, "path": str(data), "platform": "h5ad"}]
+    peaks = workflow(folder, rows, [str(results / sample / n) for n in FINAL], cores, sample)
     rows = []
     for rule, name in RULE_INPUT.items():
         n_obs, n_vars, nnz = h5ad_size(data if name is None else results / sample / name)
-        bench = pd.read_csv(results / "benchmarks" / rule / f"{sample}.tsv", sep="\t")
         rows.append(
             dict(
                 rule=rule,
@@ -109,11 +124,72 @@ def run(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
                 values_m=nnz / 1e6,
                 measured_mb=peaks.get(rule, (np.nan,))[0],
                 predicted_mb=predict_mem_mb(rule, n_obs, nnz),
-                seconds=float(bench["s"].iloc[-1]),
+                seconds=bench_seconds(results, rule, sample),
                 predicted_min=predict_runtime_min(rule, n_obs, nnz),
             )
         )
     return rows
+
+
+def run_gem(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
+    """Rule bin on a simulated GEM of ``size`` bin20 bins (its memory: from the file size)."""
+    name = f"gem{size[0]}x{size[1]}"
+    gem = write_stereoseq(folder / name, n_bins=size, n_genes=2000, formats=("gem",))["gem"]
+    rows = [{"sample": name, "path": str(gem), "platform": "stereo-seq", "bin_size": 20}]
+    results = folder / "results"
+    peaks = workflow(folder, rows, [str(results / name / "binned.h5ad")], cores, name)
+    size_mb = gem.stat().st_size / 2**20
+    n_obs, n_vars, nnz = h5ad_size(results / name / "binned.h5ad")
+    return [
+        dict(
+            rule="bin", spots=n_obs, genes=n_vars, values_m=nnz / 1e6, input_mb=size_mb,
+            measured_mb=peaks["bin"][0], predicted_mb=predict_bin_mem_mb(size_mb),
+            seconds=bench_seconds(results, "bin", name),
+            predicted_min=predict_bin_runtime_min(size_mb),
+        )
+    ]  # fmt: skip
+
+
+#: Joint rules (each sized with the model of the same per-section step, spaseg._resources.JOINT)
+#: and the file they read (None: every section's qc.h5ad).
+GROUP_RULES = {
+    "joint_pca": None,
+    "joint_spaseg": "pca.h5ad",
+    "svg_group": "domains.h5ad",
+    "plot_group": "domains.h5ad",
+}
+
+
+def run_group(n: int, size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
+    """A group of ``n`` serial sections of ``size``: the joint rules' peaks."""
+    spots, genes = size
+    rows = []
+    for k in range(n):
+        path = folder / f"g{k}.h5ad"
+        simulate(spots, genes, path, seed=k)
+        rows.append({"sample": f"g{k}", "path": str(path), "platform": "h5ad", "group": "g"})
+    results = folder / "results"
+    targets = [str(results / "groups" / "g" / name) for name in ("svg.tsv", "domains.png")]
+    peaks = workflow(folder, rows, targets, cores, "group")
+    table = []
+    for rule, name in GROUP_RULES.items():
+        files = (
+            [results / r["sample"] / "qc.h5ad" for r in rows]
+            if name is None
+            else [results / "groups" / "g" / name]
+        )
+        sizes = [h5ad_size(f) for f in files]
+        n_obs, nnz = sum(s[0] for s in sizes), sum(s[2] for s in sizes)
+        table.append(
+            dict(
+                rule=rule, spots=n_obs, genes=sizes[0][1], values_m=nnz / 1e6,
+                measured_mb=peaks.get(rule, (np.nan,))[0],
+                predicted_mb=predict_mem_mb(rule, n_obs, nnz, max(s[1] for s in sizes)),
+                seconds=bench_seconds(results, rule, "g"),
+                predicted_min=predict_runtime_min(rule, n_obs, nnz),
+            )
+        )  # fmt: skip
+    return table
 
 
 def fit(table: pd.DataFrame) -> None:
@@ -132,9 +208,11 @@ def fit(table: pd.DataFrame) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", nargs="+", default=["1000x2000", "4000x2000", "16000x2000", "16000x500", "40000x1000"],
+        "--sizes", nargs="*", default=["1000x2000", "4000x2000", "16000x2000", "16000x500", "40000x1000"],
         help="spots x genes of each simulated section",
     )  # fmt: skip
+    parser.add_argument("--gem", nargs="*", default=[], help="bin20 bins (cols x rows) of GEMs")
+    parser.add_argument("--group", default=None, help="sections x spots x genes of one group")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/resources"))
     parser.add_argument("--fit", action="store_true")
@@ -145,6 +223,15 @@ def main(argv=None) -> None:
         folder = args.out / size
         folder.mkdir(parents=True, exist_ok=True)
         rows += run((spots, genes), folder, args.cores)
+    for size in args.gem:
+        folder = args.out / f"gem{size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows += run_gem(tuple(int(x) for x in size.split("x")), folder, args.cores)
+    if args.group:
+        n, spots, genes = (int(x) for x in args.group.split("x"))
+        folder = args.out / f"group{args.group}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows += run_group(n, (spots, genes), folder, args.cores)
     table = pd.DataFrame(rows)
     table["ratio"] = table["predicted_mb"] / table["measured_mb"]
     table["ok"] = (table["ratio"] >= 1) & (table["ratio"] <= 2)

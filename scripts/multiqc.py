@@ -26,7 +26,8 @@ report = Path(snakemake.output[0])
 sheet = pd.DataFrame(params.sheet)
 # Every section's final files are this job's input: all of them are done.
 summary = pd.DataFrame({"sample": sheet["sample"], "status": "done"})
-content = write_multiqc(batch_metrics(params.results, summary, sheet), report.parent / "multiqc")
+results = report.parent.parent  # the report is {results}/batch/multiqc_report.html
+content = write_multiqc(batch_metrics(results, summary, sheet), report.parent / "multiqc")
 
 # MultiQC writes the report and its data folder: both into a scratch folder first, then moved.
 with tempfile.TemporaryDirectory(dir=report.parent, prefix=".multiqc.") as scratch:

@@ -242,6 +242,11 @@ def test_plots_draw(simulated):
     lr = lr_scores(adata, pairs, n_background=50, min_spots=3)
     figure = lr_spatial(lr, n_top=1)
     assert len(figure.axes) >= 2  # domains, then at least one pair
+    # The title says when no pair passes, and only then (at alpha 0 none can).
+    said = "no pair has padj" in (figure._suptitle.get_text() if figure._suptitle else "")
+    assert said == top_pairs(lr.uns["lr_pairs"], n=1, alpha=0.05).empty
+    none_pass = lr_spatial(lr, n_top=1, alpha=0.0, title="s1")
+    assert none_pass._suptitle.get_text().startswith("s1: no pair has padj < 0.0")
     ligrec = pd.DataFrame({"sender": ["D0"], "receiver": ["D1"], "padj": [0.01]})
     assert len(domain_heatmap(lr.uns["lr_domain_pairs"], ligrec).axes) == 6  # 3 maps + bars
     plt.close("all")
@@ -373,3 +378,54 @@ def test_pvalues_do_not_depend_on_summation_order(monkeypatch, variant):
         )
     ties = reference.uns["lr_pairs"]["pval"].to_numpy()
     assert (ties < 1).any(), "the check needs some p-values below 1"
+
+
+# --- p-values beyond the background draws (spaseg.tl._tail) -------------------------------------
+
+
+def _tail_p(observed: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    from spaseg.tl._tail import tail_pvalues
+
+    draws = np.sort(draws, axis=1)
+    which = np.arange(len(observed))
+    count = (draws >= observed[:, None]).sum(axis=1)
+    return tail_pvalues(observed, draws, which, count)
+
+
+@pytest.mark.parametrize(
+    ("draw", "x", "truth", "bounds"),
+    [
+        (lambda rng, size: rng.exponential(size=size), 12.0, np.exp(-12.0), (0.2, 5)),
+        # A light tail is fitted as exponential at most: conservative (p too large), not bold.
+        (lambda rng, size: rng.normal(size=size), 5.0, 2.87e-7, (1, 1000)),
+    ],
+    ids=["exponential", "normal"],
+)
+def test_tail_reaches_far_below_one_over_n(draw, x, truth, bounds):
+    """1 000 draws, a value no draw reaches: the fitted tail gives p far below 1/1001, all the
+    empirical p can say."""
+    rng = np.random.default_rng(0)
+    p = _tail_p(np.full(20, x), draw(rng, (20, 1000)))
+    assert np.all(p < 1e-3)
+    ratio = np.exp(np.mean(np.log(p / truth)))  # geometric mean over 20 backgrounds
+    assert bounds[0] < ratio < bounds[1]
+
+
+def test_tail_p_values_are_uniform_under_the_null():
+    """Observed values drawn like their backgrounds: p uniform, 5 % below 0.05."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    draws = rng.gamma(2.0, size=(600, 1000))
+    observed = rng.gamma(2.0, size=600)
+    p = _tail_p(observed, draws)
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert 0.02 < np.mean(p < 0.05) < 0.08
+
+
+def test_empirical_p_kept_where_the_draws_cover_it():
+    rng = np.random.default_rng(2)
+    draws = rng.normal(size=(50, 1000))
+    observed = np.quantile(draws, 0.9, axis=1)  # about 100 draws reach it
+    count = (draws >= observed[:, None]).sum(axis=1)
+    np.testing.assert_allclose(_tail_p(observed, draws), (1 + count) / 1001)

@@ -279,3 +279,25 @@ def test_auto_n_domains_errors_name_the_field():
         spaseg.tl.spaseg(adata, n_domains="auto", k_range=(5, 3), **FAST)
     with pytest.raises(InputError, match="'auto'"):
         spaseg.tl.spaseg(adata, n_domains="many", **FAST)
+
+
+def test_majority_refine_removes_specks_and_keeps_boundaries():
+    """Bands on a square grid with 10 % of the spots given a random label: refinement puts
+    the specks back; a clean boundary does not move; sections do not see each other."""
+    from spaseg.tl._refine import majority_refine
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.meshgrid(np.arange(30), np.arange(30), indexing="ij")
+    xy = np.column_stack([cols.ravel(), rows.ravel()]).astype(float)
+    truth = rows.ravel() // 10
+    noisy = truth.copy()
+    specks = rng.random(len(truth)) < 0.1
+    noisy[specks] = rng.integers(0, 3, specks.sum())
+    refined = majority_refine(xy, noisy)
+    assert (refined != truth).sum() < 0.2 * (noisy != truth).sum()
+    np.testing.assert_array_equal(majority_refine(xy, truth), truth)
+    # Two sections stacked on the same coordinates: each keeps its own labels.
+    both = majority_refine(
+        np.r_[xy, xy], np.r_[truth, 2 - truth], sections=[np.arange(900), np.arange(900, 1800)]
+    )
+    np.testing.assert_array_equal(both, np.r_[truth, 2 - truth])

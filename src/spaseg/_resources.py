@@ -69,14 +69,45 @@ def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
     return n_obs, n_vars, n_values
 
 
-def predict_mem_mb(rule: str, n_obs: int, n_values: int) -> int:
-    """MB to ask for a job of ``rule`` on a section of ``n_obs`` spots and ``n_values`` stored
-    count values, rounded up to 100 MB."""
-    mb = MEMORY[rule](n_obs, n_values) * MARGIN
+#: Rules that also hold dense spots x genes float64 copies (joint_pca scales the genes of all
+#: sections together), and how many: measured 1.14 GB for 3 sections of 6 k spots x 1.5 k genes
+#: where the sparse model alone says 0.59 GB (``benchmarks/resources.py --group``).
+DENSE_COPIES = {"joint_pca": 3}
+
+
+def predict_mem_mb(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int:
+    """MB to ask for a job of ``rule`` on ``n_obs`` spots with ``n_values`` stored count values
+    (and ``n_vars`` genes, for the rules that densify), rounded up to 100 MB. The joint rules
+    use the model of the same per-section step (``joint_pca``: ``normalize_pca`` plus its dense
+    copies)."""
+    model = MEMORY[JOINT.get(rule, rule)]
+    dense = DENSE_COPIES.get(rule, 0) * n_obs * n_vars * 8 / 2**20
+    mb = (model(n_obs, n_values) + dense) * MARGIN
     return int(math.ceil(mb / 100) * 100)
+
+
+#: The per-section step whose model each joint rule (all its sections at once) uses.
+JOINT = {
+    "joint_pca": "normalize_pca",
+    "joint_spaseg": "spaseg_train",
+    "svg_group": "svg",
+    "plot_group": "plot_domains",
+}
 
 
 def predict_runtime_min(rule: str, n_obs: int, n_values: int) -> int:
     """Minutes to ask for (a limit: generous), at least 10."""
-    seconds = SECONDS[rule](n_obs, n_values) * RUNTIME_SLACK
+    seconds = SECONDS[JOINT.get(rule, rule)](n_obs, n_values) * RUNTIME_SLACK
     return max(10, int(math.ceil(seconds / 60)))
+
+
+def predict_bin_mem_mb(size_mb: float) -> int:
+    """Rule bin (Stereo-seq): the bins x genes matrix plus one block of GEM/GEF records at a
+    time, a few times the input file (MB on disk, gzipped or not). Line through two measured
+    GEMs (51 MB: 0.85 GB, 300 MB: 1.70 GB; ``benchmarks/resources.py --gem``) with the margin."""
+    return int(math.ceil((700 + 3.5 * size_mb) * MARGIN / 100) * 100)
+
+
+def predict_bin_runtime_min(size_mb: float) -> int:
+    """Minutes for rule bin: about 2 min per 100 MB of gzipped GEM on one core, doubled."""
+    return 10 + int(size_mb) // 25

@@ -256,7 +256,7 @@ def qc_input(wildcards):
 
 def qc_params(wildcards):
     """The config's qc filters; Stereo-seq bins use stereo_seq.detected_quantile instead."""
-    params = {k: v for k, v in config["qc"].items() if k not in ("gates", "on_fail")}
+    params = qc_filters(config["qc"])
     if is_stereoseq(wildcards):
         params["detected_quantile"] = config["stereo_seq"]["detected_quantile"]
     return params
@@ -266,24 +266,34 @@ def qc_params(wildcards):
 # benchmarks/resources.py): Snakemake's own process reads only .h5ad headers for them.
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from snakemake.common.tbdstring import TBDString
-from spaseg._resources import h5ad_size, predict_mem_mb, predict_runtime_min
+from spaseg.pp._gates import qc_filters
+from spaseg._resources import (
+    h5ad_size,
+    predict_bin_mem_mb,
+    predict_bin_runtime_min,
+    predict_mem_mb,
+    predict_runtime_min,
+)
 
 #: The steps of a section's first cluster job (group "preprocess") that read its data.
 PREPROCESS = ("qc", "plot_qc", "normalize_pca")
 
 
 def h5ad_input_size(input):
-    """(spots, stored count values) of the .h5ad files a job reads, summed; None while one
-    is still to be made (Snakemake asks again, with the file there, before the job runs)."""
+    """(spots, stored count values, genes) of the .h5ad files a job reads: spots and values
+    summed, the largest gene count; None while one is still to be made (Snakemake asks
+    again, with the file there, before the job runs).
+    """
     files = [f for f in input if str(f).endswith(".h5ad")]
     if not all(Path(f).exists() for f in files):
         return None
     sizes = [h5ad_size(f) for f in files]
-    return sum(s[0] for s in sizes), sum(s[2] for s in sizes)
+    return sum(s[0] for s in sizes), sum(s[2] for s in sizes), max(s[1] for s in sizes)
 
 
 def fitted_mem_mb(model):
-    """resources: mem_mb from the job's input, with the fitted model of rule `model`;
+    """resources: mem_mb from the job's input, with the fitted model of rule `model` (the
+    joint rules: that of the same per-section step, spaseg._resources.JOINT);
     twice as much on a retry after an out-of-memory kill. "<TBD>" in a dry run before the
     input exists; a cluster group job then takes its size from load (load_mem_mb)."""
 
@@ -299,7 +309,11 @@ def fitted_runtime(model):
 
     def runtime(wildcards, input, attempt):
         size = h5ad_input_size(input)
-        return TBDString() if size is None else predict_runtime_min(model, *size) * attempt
+        return (
+            TBDString()
+            if size is None
+            else predict_runtime_min(model, *size[:2]) * attempt
+        )
 
     return runtime
 
@@ -307,7 +321,8 @@ def fitted_runtime(model):
 def load_mem_mb(wildcards, input, attempt):
     """From an .h5ad input's header; other formats (Visium, tables: Visium-sized) get a flat
     4 GB. On a cluster, load starts the section's first job (group "preprocess"), whose later
-    steps cannot be sized before load has read the data: it asks for the largest of them."""
+    steps cannot be sized before load has read the data: it asks for the largest of them.
+    """
     if sample_platform(wildcards) != "h5ad":
         return 4000 * attempt
     steps = ("load",) if workflow.local_exec else ("load", *PREPROCESS)
@@ -319,13 +334,11 @@ def load_mem_mb(wildcards, input, attempt):
 
 
 def bin_mem_mb(wildcards, input, attempt):
-    """Binning holds the bins x genes matrix plus one block of records: a few x the input."""
-    return (2000 + 4 * int(input.size_mb)) * attempt
+    return predict_bin_mem_mb(input.size_mb) * attempt
 
 
 def bin_runtime(wildcards, input, attempt):
-    """Minutes; about 2 min per 100 MB of gzipped GEM on one core, doubled for slack."""
-    return (10 + int(input.size_mb) // 25) * attempt
+    return predict_bin_runtime_min(input.size_mb) * attempt
 
 
 def spaseg_params(wildcards):

@@ -17,8 +17,8 @@ rule joint_pca:
         "../../envs/joint_pca.yaml"
     threads: 2
     resources:
-        mem_mb=fitted_mem_mb("normalize_pca"),
-        runtime=fitted_runtime("normalize_pca"),
+        mem_mb=fitted_mem_mb("joint_pca"),
+        runtime=fitted_runtime("joint_pca"),
     params:
         samples=group_samples,
         pca=config["pca"],
@@ -41,8 +41,8 @@ rule joint_spaseg:
         "../../envs/joint_spaseg.yaml"
     threads: 4
     resources:
-        mem_mb=fitted_mem_mb("spaseg_train"),
-        runtime=fitted_runtime("spaseg_train"),
+        mem_mb=fitted_mem_mb("joint_spaseg"),
+        runtime=fitted_runtime("joint_spaseg"),
         # Same GPU setting as single-section training (resources.spaseg_train.gpu).
         gpu=config["resources"]["spaseg_train"]["gpu"],
     params:
@@ -101,7 +101,7 @@ rule plot_group:
         "../../envs/plot.yaml"
     threads: 1
     resources:
-        mem_mb=fitted_mem_mb("plot_domains"),
-        runtime=fitted_runtime("plot_domains"),
+        mem_mb=fitted_mem_mb("plot_group"),
+        runtime=fitted_runtime("plot_group"),
     script:
         "../../scripts/plot_group.py"

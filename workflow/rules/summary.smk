@@ -70,7 +70,6 @@ rule multiqc:
         mem_mb=2000,
         runtime=15,
     params:
-        results=RESULTS,
         sheet=samples.to_dict("list"),
     script:
         "../../scripts/multiqc.py"

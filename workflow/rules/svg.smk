@@ -50,8 +50,8 @@ rule svg_group:
         "../../envs/svg.yaml"
     threads: 2
     resources:
-        mem_mb=fitted_mem_mb("svg"),
-        runtime=fitted_runtime("svg"),
+        mem_mb=fitted_mem_mb("svg_group"),
+        runtime=fitted_runtime("svg_group"),
     params:
         svg={k: v for k, v in config["svg"].items() if k != "n_top"},
         n_top=config["svg"]["n_top"],

@@ -4,7 +4,7 @@ The tissue is a continuous model in unit coordinates (irregular outline, wavy la
 evaluated on 4 x 4 DNB blocks (2 um) and sampled per DNB, one stripe of DNB rows at a time, so
 files of 100M+ rows are written with bounded memory. Sparsity follows bin1 data: most DNBs are empty, a captured DNB
 holds 1-3 genes and counts are mostly 1. File layouts follow
-``shared/design/stereoseq-formats.md`` (geftools conventions for the GEF).
+``docs/formats.md`` (geftools conventions for the GEF).
 
 Coordinates start at a non-multiple offset (``x0=12013, y0=7027``), so binning relative to
 ``min(x)`` gives different bins than the canonical ``floor(x / bin_size)``.

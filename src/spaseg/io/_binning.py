@@ -2,7 +2,7 @@
 
 Bin index = ``floor(coordinate / bin_size)`` on the coordinates as written, as geftools,
 Stereopy (since Oct 2023) and sainsc do; never relative to ``min(x)`` and never shifted by a
-header offset (see ``shared/design/stereoseq-formats.md`` section 0).
+header offset (see ``docs/formats.md``, "Coordinates and bins").
 
 Records arrive in chunks. Each chunk is reduced to unique (bin, gene) pairs with summed
 counts, and the reduced parts are merged from time to time, so memory stays near the size of

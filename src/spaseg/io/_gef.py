@@ -1,6 +1,6 @@
 """Read a Stereo-seq GEF (HDF5) with h5py: square-bin ``/geneExp`` or cell-bin ``/cellBin``.
 
-Layout and sources: ``shared/design/stereoseq-formats.md`` sections 2 and 3. Only
+Layout and sources: ``docs/formats.md``, "GEF". Only
 ``/geneExp/bin1`` is assumed to exist; a stored level ``binN`` is read directly when it matches
 the requested bin size (its x, y are already ``floor(x/N)*N``). Expression rows are read in
 slices, so peak memory is about the final matrix plus one slice.

@@ -1,6 +1,6 @@
 """Read a Stereo-seq GEM (tab-separated DNB x gene counts, plain or gzip) into square bins.
 
-Layout (``shared/design/stereoseq-formats.md`` section 1): optional ``#Key=Value`` lines, one
+Layout (``docs/formats.md``, "GEM"): optional ``#Key=Value`` lines, one
 header row, then one row per (gene, DNB). The file is streamed with pyarrow's CSV reader;
 each block is binned and reduced at once, so the whole table is never in memory.
 """

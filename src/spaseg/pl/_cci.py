@@ -13,12 +13,17 @@ from ..tl._lr import ALL, top_pairs
 from ._plots import _spot_size, _tissue_axes, _xy, spatial
 
 
-def _best_pairs(table: pd.DataFrame, n_top: int, alpha: float, most: int = 8) -> list[str]:
+def _best_pairs(
+    table: pd.DataFrame, n_top: int, alpha: float, most: int = 8
+) -> tuple[list[str], bool]:
+    """The pairs to show, and whether they passed ``padj < alpha`` (else: the section's
+    ``n_top`` by z-score, none significant)."""
     best = top_pairs(table, n=n_top, alpha=alpha)
-    if best.empty:
+    passed = not best.empty
+    if not passed:
         section = table[table["domain"] == ALL]
         best = section.sort_values("zscore", ascending=False).head(n_top)
-    return list(pd.unique(best["pair"]))[:most]
+    return list(pd.unique(best["pair"]))[:most], passed
 
 
 def cell_types(
@@ -62,10 +67,14 @@ def lr_spatial(
 
     ``lrdata`` is the output of :func:`spaseg.tl.lr_scores`; the first panel shows the domains.
     ``pairs=None`` shows the best pairs: each domain's ``n_top`` by z-score among those with
-    ``padj < alpha`` (at most 8 in all), or, if none passes, the section's ``n_top`` by z-score.
+    ``padj < alpha`` (at most 8 in all), or, if none passes, the section's ``n_top`` by z-score,
+    and the figure's title then says that none is significant.
     """
     if pairs is None:
-        pairs = _best_pairs(lrdata.uns["lr_pairs"], n_top, alpha)
+        pairs, passed = _best_pairs(lrdata.uns["lr_pairs"], n_top, alpha)
+        if not passed:
+            note = f"no pair has padj < {alpha}: the top {len(pairs)} by z-score, not significant"
+            title = f"{title}: {note}" if title else note
     panels = ([domain_key] if domain_key in lrdata.obs else []) + list(pairs)
     nrows = int(np.ceil(max(len(panels), 1) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)

@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "_image": ["SpotImage", "spot_image"],
         "_joint": ["joint_normalize_pca"],
         "_pca": ["normalize_pca"],
-        "_qc": ["check_gates", "qc", "qc_gates"],
+        "_gates": ["check_gates", "qc_filters", "qc_gates"],
+        "_qc": ["qc"],
     },
 )

@@ -17,10 +17,12 @@ pairs, so the cost grows with the number of occupied cells, not of pairs. Spot l
 p of the score against the background's scores at that spot; BH per pair across spots (the
 reference corrects per spot across pairs, but with a few hundred draws the smallest possible p
 then rarely survives a correction over ~1000 pairs; per pair, the maps show where it is active).
-Domain level: the domain's mean score against the background pairs' domain means, BH across
-pairs per domain (``"all"``: the whole section). Across domains: the mean over neighbour edges
-from one domain (ligand) into another (receptor) against the background pairs' same means,
-computed on the boundary spots only.
+Domain level: the domain's mean score against the background pairs' domain means (``"all"``:
+the whole section); across domains: the mean over neighbour edges from one domain (ligand) into
+another (receptor) against the background pairs' same means, computed on the boundary spots
+only. Both are empirical where at least 10 background pairs reach the statistic and from a
+generalised Pareto fit to the background's tail beyond (``_tail``), so p-values far below
+``1 / (n_background + 1)`` are reachable; BH runs over every pair and domain of a table at once.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from scipy.spatial import cKDTree
 
 from .._errors import InputError
 from ..pp._image import spot_image
+from ._moran import bh_adjust
+from ._tail import tail_pvalues
 
 log = logging.getLogger("spaseg")
 
@@ -443,9 +447,10 @@ def lr_scores(
     rings, radius
         Neighbourhood, see :func:`neighbour_graph`.
     n_background
-        Random expression-matched pairs per (ligand bin, receptor bin); p-values are at least
-        ``1 / (n_background + 1)``, so a few hundred draws cannot pass an FDR over many pairs
-        or spots. The cost grows with it (100 is 5-10x faster than 1000).
+        Random expression-matched pairs per (ligand bin, receptor bin). Domain-level p-values
+        beyond the draws come from a tail fitted to them (at least 60 draws; fewer: empirical
+        only, at least ``1 / (n_background + 1)``); spot-level ones are empirical. The cost
+        grows with it (100 is 5-10x faster than 1000).
     n_bins
         Expression bins (quantiles of the genes' mean sqrt-expression) for the matching.
     min_spots
@@ -469,12 +474,13 @@ def lr_scores(
       symbols), ``ligand_bin``, ``receptor_bin``, and the section-wide ``mean_score``,
       ``zscore``, ``pval``, ``padj``;
     - ``uns["lr_pairs"]``: per pair and domain (``"all"`` for the section): ``n_spots`` (score >
-      0), ``mean_score``, ``zscore`` and empirical ``pval`` against the background's domain
-      means, ``padj`` (BH per domain), ``frac_spots_significant`` (spot ``padj < alpha``);
+      0), ``mean_score``, ``zscore`` and ``pval`` against the background's domain means
+      (empirical, or from the fitted tail beyond the draws), ``padj`` (BH over every pair and
+      domain of the table), ``frac_spots_significant`` (spot ``padj < alpha``);
     - ``uns["lr_domain_pairs"]``: per pair, ``sender`` domain (ligand) and ``receiver`` domain
       (receptor): ``score``, the mean over directed neighbour edges of
       ``sqrt(L_i R_j) (H_i + H_j) / 2``, and ``n_edges``; across two domains also ``zscore``,
-      ``pval`` and ``padj`` (BH per domain pair) against the background pairs' edge means
+      ``pval`` and ``padj`` (BH over every pair and domain pair) against the background pairs' edge means
       (inside a domain these are NaN: the per-domain test of ``lr_pairs`` covers it);
     - ``uns["lr"]``: the parameters.
     """
@@ -730,18 +736,23 @@ def _edge_sums(link, s_all, sh_all, s, sh, pairs, dom) -> np.ndarray:
 def _empirical(
     observed: np.ndarray, null: np.ndarray, pair_cell: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Empirical p-values and z-scores of statistics against their background.
+    """P-values and z-scores of statistics against their background.
 
     ``observed`` is (groups, pairs), ``null`` (groups, cells * n): the same statistic of each
     background pair; a pair is compared with the ``n`` of its cell. Ties, within a relative
-    ``TIE_RTOL`` (rounding of sums taken in another order), count as >=.
+    ``TIE_RTOL`` (rounding of sums taken in another order), count as >=. Empirical p where at
+    least ``MIN_EXCEED`` draws reach the statistic, else from a generalised Pareto fit to the
+    background's tail (:mod:`spaseg.tl._tail`), so p can fall below ``1 / (n + 1)``.
     """
     n_groups, n_pairs = observed.shape
-    null = null.reshape(n_groups, -1, n)
-    ordered = np.ascontiguousarray(np.sort(null, axis=2).transpose(1, 2, 0))  # cells, n, groups
+    null = np.sort(null.reshape(n_groups, -1, n), axis=2)
+    ordered = np.ascontiguousarray(null.transpose(1, 2, 0))  # cells, n, groups
     group, pair = np.divmod(np.arange(n_groups * n_pairs), n_pairs)
     count = _count_at_least(ordered, pair_cell[pair], group, observed.ravel())
-    pval = ((1.0 + count) / (n + 1.0)).reshape(n_groups, n_pairs)
+    n_cells = null.shape[1]
+    pval = tail_pvalues(
+        observed.ravel(), null.reshape(-1, n), group * n_cells + pair_cell[pair], count
+    ).reshape(n_groups, n_pairs)
     centre = null.mean(axis=2)[:, pair_cell]
     spread = null.std(axis=2, ddof=1)[:, pair_cell] if n > 1 else np.zeros_like(observed)
     z = np.divide(observed - centre, spread, out=np.zeros_like(observed), where=spread > 0)
@@ -794,8 +805,8 @@ def _domain_table(
             "frac_spots_significant": (counts.significant / counts.size[:, None]).ravel(),
         }
     )
-    family = np.repeat(np.arange(n_dom), n_pairs)
-    table["padj"] = _bh_grouped(table["pval"].to_numpy(), family, n_pairs)
+    # One family: every pair in every domain (and the section), as the table is read.
+    table["padj"] = bh_adjust(table["pval"].to_numpy())
     return table[PAIR_COLUMNS]
 
 
@@ -816,10 +827,10 @@ def _domain_pairs_table(
     pval, z = _empirical(mean.reshape(n_dom * n_dom, n_pairs), null, bg.pair_cell, bg.n)
     tested = ((n_edges > 0) & ~np.eye(n_dom, dtype=bool)).ravel()
     pval[~tested], z[~tested] = np.nan, np.nan
-    family = np.repeat(np.arange(n_dom * n_dom), n_pairs)
+    # One family: every pair across every pair of domains.
     padj = np.full(pval.size, np.nan)
     flat_tested = np.repeat(tested, n_pairs)
-    padj[flat_tested] = _bh_grouped(pval.ravel()[flat_tested], family[flat_tested], n_pairs)
+    padj[flat_tested] = bh_adjust(pval.ravel()[flat_tested])
     names = np.asarray(domains.names, dtype=object)
     return pd.DataFrame(
         {

@@ -37,6 +37,7 @@ from .._sections import sections
 from ..pp._image import Grid, SpotImage, spot_image
 from ._consensus import agreement, centroid_margin, consensus_labels
 from ._model import SpaSEGNet
+from ._refine import majority_refine
 
 log = logging.getLogger("spaseg")
 
@@ -419,6 +420,30 @@ def _check_inputs(adata: AnnData, use_rep: str, n_domains: int, sample: str | No
         )
 
 
+def _refine(
+    adata: AnnData,
+    batch: _SectionBatch,
+    labels: np.ndarray,
+    n_neighbors: int,
+    sample_key: str | None,
+) -> np.ndarray:
+    """Neighbour-majority refinement of the spots' labels, within each section, on
+    ``obsm["spatial"]`` (else the image's pixel grid); a domain it would empty keeps its
+    spots (the result has as many domains as the model found)."""
+    if "spatial" in adata.obsm:
+        xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]
+    else:
+        _, row, col = np.unravel_index(
+            batch.pixels[batch.spot_pixel], (len(batch.layouts), *batch.image.shape[2:])
+        )
+        xy = np.column_stack([col, row]).astype(np.float64)
+    members = sections(adata, sample_key)[1]
+    refined = majority_refine(xy, labels, sections=members, n_neighbors=n_neighbors, rounds=1)
+    for lost in np.setdiff1d(labels, refined):
+        refined[labels == lost] = lost
+    return refined
+
+
 def spaseg(
     adata: AnnData,
     *,
@@ -440,6 +465,7 @@ def spaseg(
     beta: float = 0.7,
     hidden: int | None = None,
     stop_margin: int = 3,
+    refine_neighbors: int = 18,
     grid: Grid = "auto",
     use_rep: str = "X_pca",
     n_pcs: int | None = None,
@@ -507,6 +533,10 @@ def spaseg(
         then makes exactly ``n_domains``. With background masked out the self-training
         stalls a few labels above ``n_domains``, and stopping there beats training on
         (``benchmarks/RESULTS.md``).
+    refine_neighbors
+        Last step: a spot whose this many nearest spots (in its own section) hold a strict
+        majority of another domain joins it, once (:func:`spaseg.tl._refine.majority_refine`):
+        specks and ragged edges go, boundaries stay; no domain is removed. 0: off.
     grid
         Spot layout, see :func:`spaseg.pp.spot_image`.
     use_rep, n_pcs
@@ -636,18 +666,22 @@ def spaseg(
             n_domains,
         )
 
+    spot = batch.spot_pixel
+    spot_labels = labels[spot]
+    if refine_neighbors:
+        spot_labels = _refine(adata, batch, spot_labels, refine_neighbors, sample_key)
+
     # Confidence: the share of runs that agree with the final label; with one run, how far a
     # spot's logits sit from the boundary between its cluster and the next (centroid margin).
     if runs_used > 1:
-        confidence = agreement(runs, labels)
+        confidence = agreement(runs[:, spot], spot_labels)
     else:
-        confidence = centroid_margin(run_logits[0], labels)
+        confidence = centroid_margin(run_logits[0][spot], spot_labels)
 
-    spot = batch.spot_pixel
     adata.obs[key_added] = pd.Categorical(
-        labels[spot].astype(str), categories=[str(k) for k in range(n_found)]
+        spot_labels.astype(str), categories=[str(k) for k in range(n_found)]
     )
-    adata.obs[f"{key_added}_confidence"] = confidence[spot].astype(np.float32)
+    adata.obs[f"{key_added}_confidence"] = confidence.astype(np.float32)
     adata.obsm["spaseg_embedding"] = run_logits[best][spot].astype(np.float32)
     adata.obsm["spaseg_runs"] = runs.T[spot].astype(np.int16)
     adata.uns["spaseg"] = {
@@ -656,6 +690,7 @@ def spaseg(
             **vars(stop),
             "n_domains": n_domains,
             "n_runs": n_runs,
+            "refine_neighbors": refine_neighbors,
             "consensus_pixels": consensus_pixels or 0,
             "grid": "+".join(dict.fromkeys(lay.grid for lay in batch.layouts)),
             "use_rep": use_rep,
