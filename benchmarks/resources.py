@@ -157,6 +157,7 @@ GROUP_RULES = {
     "joint_spaseg": "pca.h5ad",
     "svg_group": "domains.h5ad",
     "plot_group": "domains.h5ad",
+    "align": "labels.h5ad",
 }
 
 

@@ -66,8 +66,8 @@ rule align:
         "../../envs/align.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=fitted_mem_mb("align"),
+        runtime=fitted_runtime("align"),
     params:
         align=config["align"],
         z=group_z,
