@@ -57,6 +57,20 @@ SECONDS = {
 }
 #: Slack of the run-time limit over the prediction: slower nodes, busy file systems.
 RUNTIME_SLACK = 4
+#: The per-section step whose model each joint rule (all its sections at once) uses.
+JOINT = {
+    "joint_pca": "normalize_pca",
+    "joint_spaseg": "spaseg_train",
+    "svg_group": "svg",
+    "plot_group": "plot_domains",
+    # Every section's features and their fit hold about what normalisation does (measured
+    # 576 MB for 2 x 10 k spots: the normalize_pca model asks 800, the svg one 1 200).
+    "align": "normalize_pca",
+}
+#: Rules that also hold dense spots x genes float64 copies (joint_pca scales the genes of all
+#: sections together), and how many: measured 1.14 GB for 3 sections of 6 k spots x 1.5 k genes
+#: where the sparse model alone says 0.59 GB (``benchmarks/resources.py --group``).
+DENSE_COPIES = {"joint_pca": 3}
 
 
 def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -69,12 +83,6 @@ def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
     return n_obs, n_vars, n_values
 
 
-#: Rules that also hold dense spots x genes float64 copies (joint_pca scales the genes of all
-#: sections together), and how many: measured 1.14 GB for 3 sections of 6 k spots x 1.5 k genes
-#: where the sparse model alone says 0.59 GB (``benchmarks/resources.py --group``).
-DENSE_COPIES = {"joint_pca": 3}
-
-
 def predict_mem_mb(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int:
     """MB to ask for a job of ``rule`` on ``n_obs`` spots with ``n_values`` stored count values
     (and ``n_vars`` genes, for the rules that densify), rounded up to 100 MB. The joint rules
@@ -84,18 +92,6 @@ def predict_mem_mb(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int
     dense = DENSE_COPIES.get(rule, 0) * n_obs * n_vars * 8 / 2**20
     mb = (model(n_obs, n_values) + dense) * MARGIN
     return int(math.ceil(mb / 100) * 100)
-
-
-#: The per-section step whose model each joint rule (all its sections at once) uses.
-JOINT = {
-    "joint_pca": "normalize_pca",
-    "joint_spaseg": "spaseg_train",
-    "svg_group": "svg",
-    "plot_group": "plot_domains",
-    # Every section's features and their fit hold about what normalisation does (measured
-    # 576 MB for 2 x 10 k spots: the normalize_pca model asks 800, the svg one 1 200).
-    "align": "normalize_pca",
-}
 
 
 def predict_runtime_min(rule: str, n_obs: int, n_values: int) -> int:

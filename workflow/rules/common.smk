@@ -8,8 +8,20 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 import yaml
+from snakemake.common.tbdstring import TBDString
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+# This checkout's library, light parts only (no scanpy, anndata or torch in Snakemake's process).
+sys.path.insert(0, str(Path(workflow.basedir, "src")))
+from spaseg._resources import (
+    h5ad_size,
+    predict_bin_mem_mb,
+    predict_bin_runtime_min,
+    predict_mem_mb,
+    predict_runtime_min,
+)
+from spaseg.pp._gates import qc_filters
 
 
 def python_object_in(value, key=""):
@@ -264,16 +276,6 @@ def qc_params(wildcards):
 
 # Memory and run time from each job's input (spaseg._resources, fitted and checked by
 # benchmarks/resources.py): Snakemake's own process reads only .h5ad headers for them.
-sys.path.insert(0, str(Path(workflow.basedir, "src")))
-from snakemake.common.tbdstring import TBDString
-from spaseg.pp._gates import qc_filters
-from spaseg._resources import (
-    h5ad_size,
-    predict_bin_mem_mb,
-    predict_bin_runtime_min,
-    predict_mem_mb,
-    predict_runtime_min,
-)
 
 #: The steps of a section's first cluster job (group "preprocess") that read its data.
 PREPROCESS = ("qc", "plot_qc", "normalize_pca")

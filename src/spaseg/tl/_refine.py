@@ -12,7 +12,7 @@ def majority_refine(
     *,
     sections: list[np.ndarray] | None = None,
     n_neighbors: int = 18,
-    rounds: int = 3,
+    rounds: int = 1,
 ) -> np.ndarray:
     """Relabel each spot whose ``n_neighbors`` nearest spots hold a strict majority (more than
     half) of one other label; repeat ``rounds`` times (each round sees the last one's labels).

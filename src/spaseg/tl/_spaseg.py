@@ -424,6 +424,7 @@ def _refine(
     adata: AnnData,
     batch: _SectionBatch,
     labels: np.ndarray,
+    n_domains: int,
     n_neighbors: int,
     sample_key: str | None,
 ) -> np.ndarray:
@@ -437,8 +438,7 @@ def _refine(
     than one ring of neighbours (6) is no majority worth following: no refinement then.
     """
     members = sections(adata, sample_key)[1]
-    n_labels = len(np.unique(labels))
-    n_neighbors = min(n_neighbors, min(len(m) for m in members) // (6 * n_labels))
+    n_neighbors = min(n_neighbors, min(len(m) for m in members) // (6 * n_domains))
     if n_neighbors < 6:
         return labels
     if "spatial" in adata.obsm:
@@ -448,7 +448,7 @@ def _refine(
             batch.pixels[batch.spot_pixel], (len(batch.layouts), *batch.image.shape[2:])
         )
         xy = np.column_stack([col, row]).astype(np.float64)
-    refined = majority_refine(xy, labels, sections=members, n_neighbors=n_neighbors, rounds=1)
+    refined = majority_refine(xy, labels, sections=members, n_neighbors=n_neighbors)
     for lost in np.setdiff1d(labels, refined):
         refined[labels == lost] = lost
     return refined
@@ -680,7 +680,7 @@ def spaseg(
     spot = batch.spot_pixel
     spot_labels = labels[spot]
     if refine_neighbors:
-        spot_labels = _refine(adata, batch, spot_labels, refine_neighbors, sample_key)
+        spot_labels = _refine(adata, batch, spot_labels, n_found, refine_neighbors, sample_key)
 
     # Confidence: the share of runs that agree with the final label; with one run, how far a
     # spot's logits sit from the boundary between its cluster and the next (centroid margin).
