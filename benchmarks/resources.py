@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +32,7 @@ import pandas as pd
 import scipy.optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stereoseq_scale import watch_jobs  # noqa: E402
+from _measure import run_watched  # noqa: E402
 
 import spaseg  # noqa: E402
 from spaseg._resources import (  # noqa: E402
@@ -85,19 +82,10 @@ def workflow(folder: Path, rows: list[dict], targets: list[str], cores: int, nam
         "--config", f"samples={sheet}", f"results={results}",
     ]  # fmt: skip
     print(f"  {name}: running the workflow", flush=True)
-    peaks: dict[str, tuple[float, float]] = {}
-    stop = threading.Event()
-    start = time.perf_counter()
-    with open(folder / f"snakemake_{name}.log", "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        watcher = threading.Thread(target=watch_jobs, args=(proc.pid, peaks, stop), daemon=True)
-        watcher.start()
-        code = proc.wait()
-    stop.set()
-    watcher.join()
+    code, seconds, peaks = run_watched(command, folder / f"snakemake_{name}.log", cwd=REPO)
     if code != 0:
         raise RuntimeError(f"workflow failed for {name}: see {folder}/snakemake_{name}.log")
-    print(f"  {name}: {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"  {name}: {seconds:.0f} s", flush=True)
     return peaks
 
 

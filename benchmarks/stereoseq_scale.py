@@ -46,7 +46,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -58,7 +57,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure  # noqa: E402
+from _measure import measure, run_watched  # noqa: E402
 
 STAGES = ("bin", "qc", "normalize_pca", "spaseg_train")
 DEFAULT_SPOTS = (50_000, 130_000, 260_000, 527_000)
@@ -149,60 +148,11 @@ def run_workflow(args, run_dir: Path, config: Path, sample: str) -> tuple[float,
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     print(f"    $ {' '.join(command)}", flush=True)
     log = run_dir / f"snakemake_{sample}.log"
-    peaks: dict[str, tuple[float, float]] = {}
-    stop = threading.Event()
-    start = time.perf_counter()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        watcher = threading.Thread(target=watch_jobs, args=(proc.pid, peaks, stop), daemon=True)
-        watcher.start()
-        returncode = proc.wait()
-    seconds = time.perf_counter() - start
-    stop.set()
-    watcher.join()
+    returncode, seconds, peaks = run_watched(command, log, env=env, cwd=REPO)
     if returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
         raise RuntimeError(f"workflow failed for {sample} (see {log}):\n{tail}")
     return seconds, peaks
-
-
-_SCRIPT = re.compile(r"\.snakemake/scripts/tmp[^/ ]*?\.(\w+)\.py")
-
-
-def watch_jobs(pid: int, peaks: dict, stop: threading.Event, interval: float = 0.25) -> None:
-    """Peak RSS and CPU seconds per rule, read from each job's script process.
-
-    Snakemake's benchmark files sample every 30 s after a job's first 15 s, so their max_rss
-    can miss peaks and their cpu_time misses up to the last 30 s. Here the kernel's RSS
-    high-water mark (VmHWM) and the process CPU time (all threads) are read every
-    ``interval`` until the process ends. A job is recognised by the script Snakemake runs
-    (``.snakemake/scripts/tmpXXX.<rule>.py``); ``peaks[rule] = (peak MB, CPU s)``.
-    """
-    import psutil
-
-    root = psutil.Process(pid)
-    rules: dict[int, str] = {}
-    while not stop.is_set():
-        try:
-            children = root.children(recursive=True)
-        except psutil.Error:
-            return
-        for child in children:
-            try:
-                if child.pid not in rules:
-                    match = _SCRIPT.search(" ".join(child.cmdline()))
-                    rules[child.pid] = match.group(1) if match else ""
-                if not rules[child.pid]:
-                    continue
-                with open(f"/proc/{child.pid}/status") as fh:
-                    hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
-                cpu = child.cpu_times()
-                rule = rules[child.pid]
-                mb, seconds = peaks.get(rule, (0.0, 0.0))
-                peaks[rule] = (max(mb, hwm / 1024), max(seconds, cpu.user + cpu.system))
-            except (psutil.Error, OSError, StopIteration):
-                continue
-        stop.wait(interval)
 
 
 def stage_costs(results: Path, sample: str) -> dict:
