@@ -233,6 +233,26 @@ def test_ligrec_between_domains_is_offline_and_named_like_the_resource(simulated
     assert "LIG1^REC1A_REC1B" in set(table["pair"])  # the complex keeps its resource name
 
 
+def test_ligrec_means_and_pvalues_are_cellphonedb_s(simulated):
+    """The mean of a (pair, sender, receiver) row is the mean of the ligand's domain mean in
+    the sender and the receptor's in the receiver; the planted pair's own boundary is where
+    its permutation p-value is smallest."""
+    adata, pairs = simulated
+    table = ligrec_domains(adata, pairs, n_perms=100).set_index(["pair", "sender", "receiver"])
+    planted = pairs[(pairs["kind"] == "planted") & ~pairs["receptor"].str.contains("_")].iloc[0]
+    name = f"{planted['ligand']}^{planted['receptor']}"
+    x = pd.DataFrame(adata.X.toarray(), columns=adata.var_names, index=adata.obs_names)
+    by_domain = x.groupby(adata.obs["domain"].to_numpy()).mean()
+    rows = table.loc[name]
+    for (sender, receiver), row in rows.iterrows():
+        expected = (
+            by_domain.loc[sender, planted["ligand"]] + by_domain.loc[receiver, planted["receptor"]]
+        ) / 2
+        assert row["mean"] == pytest.approx(expected, rel=1e-4)
+    own = (planted["sender"], planted["receiver"])
+    assert rows.loc[own, "pval"] <= 0.02 and rows.loc[own, "pval"] == rows["pval"].min()
+
+
 def test_plots_draw(simulated):
     import matplotlib.pyplot as plt
 
@@ -429,3 +449,36 @@ def test_empirical_p_kept_where_the_draws_cover_it():
     observed = np.quantile(draws, 0.9, axis=1)  # about 100 draws reach it
     count = (draws >= observed[:, None]).sum(axis=1)
     np.testing.assert_allclose(_tail_p(observed, draws), (1 + count) / 1001)
+
+
+def test_a_tail_of_repeated_values_is_not_extrapolated():
+    """Means over a handful of edges take few values (most draws 0): no smooth tail to fit,
+    so a value past every draw keeps the empirical p, 1 / (n + 1), not a p of 1e-20."""
+    rng = np.random.default_rng(3)
+    draws = np.where(rng.random((5, 1000)) < 0.9, 0.0, rng.integers(1, 4, (5, 1000)) / 2)
+    p = _tail_p(np.full(5, 10.0), draws)
+    np.testing.assert_allclose(p, 1 / 1001)
+
+
+def test_boundaries_of_a_few_edges_are_not_tested(simulated):
+    from spaseg.tl._lr import MIN_EDGES
+
+    adata, pairs = simulated
+    edges = lr_scores(adata, pairs, n_background=50, min_spots=3).uns["lr_domain_pairs"]
+    across = edges[edges["sender"] != edges["receiver"]]
+    assert across.loc[across["n_edges"] < MIN_EDGES, "padj"].isna().all()
+    assert across.loc[across["n_edges"] >= MIN_EDGES, "padj"].notna().all()
+
+
+def test_spot_level_padj_is_one_family_over_spots_and_pairs(simulated):
+    """frac_spots_significant counts spots that pass BH over every spot and pair at once."""
+    adata, pairs = simulated
+    lr = lr_scores(adata, pairs, n_background=50, min_spots=3)
+    p = sparse.csr_matrix(lr.layers["neglog10_pval"])
+    p_all = np.ones(lr.shape)
+    p_all[p.nonzero()] = 10.0 ** -p.data  # absent entries: score 0, p = 1
+    expected = fdrcorrection(p_all.ravel())[1].reshape(lr.shape)
+    padj = sparse.csr_matrix(lr.layers["neglog10_padj"])
+    found = np.ones(lr.shape)
+    found[padj.nonzero()] = 10.0 ** -padj.data
+    np.testing.assert_allclose(found, expected, rtol=1e-3)

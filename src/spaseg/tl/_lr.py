@@ -468,7 +468,7 @@ def lr_scores(
 
     - ``X``: scores (sparse CSR, float32);
     - ``layers["neglog10_pval"]``, ``layers["neglog10_padj"]``: spot-level ``-log10`` empirical
-      p and BH-adjusted p (per pair, across spots); 0 (p = 1) where the score is 0;
+      p and BH-adjusted p (one family: every spot and pair); 0 (p = 1) where the score is 0;
     - ``obs``: ``domain`` (if any) and ``cell_type_entropy`` (``H_i``); ``obsm["spatial"]``;
     - ``var``: ``ligand``, ``receptor``, ``ligand_genes``, ``receptor_genes`` (the data's
       symbols), ``ligand_bin``, ``receptor_bin``, and the section-wide ``mean_score``,
@@ -481,7 +481,8 @@ def lr_scores(
       (receptor): ``score``, the mean over directed neighbour edges of
       ``sqrt(L_i R_j) (H_i + H_j) / 2``, and ``n_edges``; across two domains also ``zscore``,
       ``pval`` and ``padj`` (BH over every pair and domain pair) against the background pairs' edge means
-      (inside a domain these are NaN: the per-domain test of ``lr_pairs`` covers it);
+      (inside a domain these are NaN: the per-domain test of ``lr_pairs`` covers it; so are
+      those of two domains joined by fewer than ``MIN_EDGES`` (10) edges);
     - ``uns["lr"]``: the parameters.
     """
     for name, value, low in (("n_background", n_background, 1), ("n_bins", n_bins, 1)):
@@ -694,10 +695,12 @@ def _score_all(
 
     scores = sparse.vstack(scores, format="csr")
     pvals = sparse.vstack(pvals, format="csc")
-    # BH per pair across spots (a zero score is p = 1): where on the tissue a pair is active.
+    # BH over every spot and pair at once (a zero score is p = 1): one family, so that a spot
+    # counted significant is one after correcting for every test of the layer.
     pair = np.repeat(np.arange(n_pairs), np.diff(pvals.indptr))
     padj = pvals.copy()
-    padj.data = _bh_grouped(pvals.data, pair, n_spots).astype(np.float32)
+    family = np.zeros(pvals.nnz, dtype=np.int64)
+    padj.data = _bh_grouped(pvals.data, family, n_spots * n_pairs).astype(np.float32)
     spot_domain = codes[pvals.indices] * n_pairs + pair
     n_flat = n_dom * n_pairs
     counts = _Counts(
@@ -810,6 +813,11 @@ def _domain_table(
     return table[PAIR_COLUMNS]
 
 
+#: Fewest neighbour links between two domains for their boundary to be tested: a mean over a
+#: handful of links is one or two spots' chance expression, not an interaction of domains.
+MIN_EDGES = 10
+
+
 def _domain_pairs_table(
     pairs: _Pairs,
     domains: _Domains,
@@ -825,7 +833,7 @@ def _domain_pairs_table(
     mean = np.divide(edge_sum, edges, out=np.zeros_like(edge_sum), where=edges > 0)
     null = np.divide(bg_edge_sum, edges, out=np.zeros_like(bg_edge_sum), where=edges > 0)
     pval, z = _empirical(mean.reshape(n_dom * n_dom, n_pairs), null, bg.pair_cell, bg.n)
-    tested = ((n_edges > 0) & ~np.eye(n_dom, dtype=bool)).ravel()
+    tested = ((n_edges >= MIN_EDGES) & ~np.eye(n_dom, dtype=bool)).ravel()
     pval[~tested], z[~tested] = np.nan, np.nan
     # One family: every pair across every pair of domains.
     padj = np.full(pval.size, np.nan)

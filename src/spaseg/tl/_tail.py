@@ -73,8 +73,12 @@ def tail_pvalues(
 
 def fit_tail(draws_sorted: np.ndarray, n_tail: int) -> tuple[float, float, float] | None:
     """(threshold, shape, scale) of a generalised Pareto fit to the ``n_tail`` largest draws;
-    None when they do not vary (a constant background has no tail to model)."""
+    None when they do not vary, or when most of them repeat one another: a background of few
+    possible values (e.g. means over a handful of spots) has no continuous tail to model, and
+    a fit to its steps would put p far too low past its largest draw."""
     top = draws_sorted[-(n_tail + 1) :].astype(np.float64)
+    if len(np.unique(top)) < (n_tail + 1) // 2:
+        return None
     threshold = 0.5 * (top[0] + top[1])
     excess = top[1:] - threshold
     if not np.ptp(excess) > 0:
