@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.optimize
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import run_watched  # noqa: E402
@@ -40,10 +41,12 @@ from spaseg._resources import (  # noqa: E402
     h5ad_size,
     predict_bin_mem_mb,
     predict_bin_runtime_min,
+    predict_c2l_map_runtime_min,
     predict_mem_mb,
     predict_runtime_min,
 )
 from spaseg.datasets import write_stereoseq  # noqa: E402
+from spaseg.datasets._sim_cci import write_cci  # noqa: E402
 from spaseg.datasets._simulate import simulate_tissue  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,8 +72,11 @@ def simulate(spots: int, genes: int, path: Path, seed: int = 0) -> None:
     adata.write_h5ad(path)
 
 
-def workflow(folder: Path, rows: list[dict], targets: list[str], cores: int, name: str) -> dict:
-    """Run the workflow on a sample sheet of ``rows``; peak MB per rule (the max over its jobs)."""
+def workflow(
+    folder: Path, rows: list[dict], targets: list[str], cores: int, name: str, config=None
+) -> dict:
+    """Run the workflow on a sample sheet of ``rows`` (``config``: settings over the shipped
+    config); peak MB per rule (the max over its jobs)."""
     sheet = folder / "samples.tsv"
     pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)
     results = folder / "results"
@@ -81,6 +87,11 @@ def workflow(folder: Path, rows: list[dict], targets: list[str], cores: int, nam
         "--configfile", str(REPO / "config" / "config.yaml"),
         "--config", f"samples={sheet}", f"results={results}",
     ]  # fmt: skip
+    if config:
+        (folder / "override.yaml").write_text(yaml.safe_dump(config))
+        command[command.index("--config") : command.index("--config")] = [
+            str(folder / "override.yaml")
+        ]
     print(f"  {name}: running the workflow", flush=True)
     code, seconds, peaks = run_watched(command, folder / f"snakemake_{name}.log", cwd=REPO)
     if code != 0:
@@ -181,17 +192,106 @@ def run_group(n: int, size: tuple[int, int], folder: Path, cores: int) -> list[d
     return table
 
 
+def modelled(predict, rule: str, *size) -> float:
+    """A prediction, or NaN while the rule has no fitted model yet (measuring it for ``--fit``)."""
+    return predict(rule, *size) if rule in MEMORY else np.nan
+
+
+def lr_gene_names(n: int) -> list[str]:
+    """``n`` gene names, the genes of the shipped L-R resource first (so that rule cci scores
+    as many pairs as on a real human section), then made-up ones."""
+    from spaseg.tl import load_resource
+
+    table = load_resource("consensus")
+    genes = pd.unique(pd.concat([table["ligand"], table["receptor"]]).str.split("_").explode())
+    names = list(genes[:n])
+    return names + [f"NOTLR{k}" for k in range(n - len(names))]
+
+
+def run_cci(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
+    """Rule cci (no cell2location: ``cci.run: true``) on a section whose genes are L-R genes."""
+    spots, genes = size
+    name = f"cci{spots}x{genes}"
+    data = folder / f"{name}.h5ad"
+    side = int(round(math.sqrt(spots)))
+    adata = simulate_tissue(
+        7, grid="square", n_rows=side, n_cols=side, shape="full", n_genes=genes, seed=0
+    )
+    adata.var_names = lr_gene_names(adata.n_vars)
+    adata.var["gene_symbols"] = adata.var_names  # the simulator's own symbols would win
+    adata.write_h5ad(data)
+    results = folder / "results"
+    rows = [{"sample": name, "path": str(data), "platform": "h5ad"}]
+    targets = [str(results / name / "cci" / "pairs.tsv")]
+    peaks = workflow(folder, rows, targets, cores, name, config={"cci": {"run": True}})
+    n_obs, n_vars, nnz = h5ad_size(results / name / "domains.h5ad")
+    n_pairs = len(pd.read_csv(results / name / "cci" / "pairs.tsv", sep="\t")["pair"].unique())
+    return [
+        dict(
+            rule="cci", spots=n_obs, genes=n_vars, values_m=nnz / 1e6, pairs=n_pairs,
+            measured_mb=peaks["cci"][0],
+            predicted_mb=modelled(predict_mem_mb, "cci", n_obs, nnz),
+            seconds=bench_seconds(results, "cci", name),
+            predicted_min=modelled(predict_runtime_min, "cci", n_obs, nnz),
+        )
+    ]  # fmt: skip
+
+
+def run_c2l(size: tuple[int, int], folder: Path, cores: int, epochs: int) -> list[dict]:
+    """cell2location (reference, then mapping) on a simulated section of about ``size``
+    (spots x genes) and its reference, ``epochs`` mapping epochs (memory does not depend on
+    them: every epoch holds the same tensors)."""
+    spots, genes = size
+    name = f"c2l{spots}x{genes}"
+    paths = write_cci(
+        folder / name, n_cell_types=12, n_genes=genes, n_markers=genes // 24,
+        n_rows=int(round(math.sqrt(spots / 0.866))), n_planted=2, n_controls=2, seed=0,
+    )  # fmt: skip
+    results = folder / "results"
+    rows = [{"sample": name, "path": str(paths["section"]), "platform": "h5ad"}]
+    targets = [str(results / name / "cell2location.h5ad")]
+    settings = {"reference": str(paths["reference"]), "map_max_epochs": epochs}
+    peaks = workflow(folder, rows, targets, cores, name, config={"cell2location": settings})
+    table = []
+    for rule, file in (("c2l_reference", paths["reference"]), ("c2l_map", None)):
+        sizes = [h5ad_size(file)] if file else [h5ad_size(results / name / "qc.h5ad")]
+        n_obs, n_vars, nnz = sizes[0]
+        bench = "reference" if rule == "c2l_reference" else name
+        table.append(
+            dict(
+                rule=rule, spots=n_obs, genes=n_vars, values_m=nnz / 1e6,
+                measured_mb=peaks[rule][0],
+                predicted_mb=modelled(predict_mem_mb, rule, n_obs, nnz, n_vars),
+                seconds=bench_seconds(results, rule, bench),
+                predicted_min=(
+                    predict_c2l_map_runtime_min(n_obs, n_vars, epochs)
+                    if rule == "c2l_map"
+                    else modelled(predict_runtime_min, rule, n_obs, nnz, n_vars)
+                ),
+            )
+        )  # fmt: skip
+    return table
+
+
 def fit(table: pd.DataFrame) -> None:
     """Least-squares y = base + per_kspot * spots/1e3 + per_mvalue * values/1e6, per rule,
-    for peak MB and for seconds (coefficients clipped at 0)."""
+    for peak MB and for seconds (coefficients clipped at 0); then the same with a
+    per_sqrt_mvalue * sqrt(values/1e6) term (for rules that grow more slowly than linearly)."""
     for column in ("measured_mb", "seconds"):
-        print(f"\nFitted {column} = base + per_kspot * kspots + per_mvalue * mvalues:")
-        for rule, part in table.groupby("rule", sort=False):
-            A = np.column_stack([np.ones(len(part)), part["spots"] / 1e3, part["values_m"]])
-            coef, *_ = scipy.optimize.nnls(A, part[column].to_numpy())
-            print(
-                f"  {rule}: base {coef[0]:.1f}, per_kspot {coef[1]:.3f}, per_mvalue {coef[2]:.2f}"
-            )
+        for with_sqrt in (False, True):
+            extra = " + per_sqrt_mvalue * sqrt(mvalues)" if with_sqrt else ""
+            print(f"\nFitted {column} = base + per_kspot * kspots + per_mvalue * mvalues{extra}:")
+            for rule, part in table.groupby("rule", sort=False):
+                terms = [np.ones(len(part)), part["spots"] / 1e3, part["values_m"]]
+                terms += [np.sqrt(part["values_m"])] if with_sqrt else []
+                coef, *_ = scipy.optimize.nnls(np.column_stack(terms), part[column].to_numpy())
+                names = ["base", "per_kspot", "per_mvalue", "per_sqrt_mvalue"]
+                print(
+                    f"  {rule}: "
+                    + ", ".join(
+                        f"{n} {c:.3f}" for n, c in zip(names[: len(coef)], coef, strict=True)
+                    )
+                )
 
 
 def main(argv=None) -> None:
@@ -202,6 +302,9 @@ def main(argv=None) -> None:
     )  # fmt: skip
     parser.add_argument("--gem", nargs="*", default=[], help="bin20 bins (cols x rows) of GEMs")
     parser.add_argument("--group", default=None, help="sections x spots x genes of one group")
+    parser.add_argument("--cci", nargs="*", default=[], help="spots x genes for rule cci")
+    parser.add_argument("--c2l", nargs="*", default=[], help="spots x genes for cell2location")
+    parser.add_argument("--c2l-epochs", type=int, default=300, help="mapping epochs (--c2l)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/resources"))
     parser.add_argument("--fit", action="store_true")
@@ -221,6 +324,15 @@ def main(argv=None) -> None:
         folder = args.out / f"group{args.group}"
         folder.mkdir(parents=True, exist_ok=True)
         rows += run_group(n, (spots, genes), folder, args.cores)
+    for size in args.cci:
+        folder = args.out / f"cci{size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows += run_cci(tuple(int(x) for x in size.split("x")), folder, args.cores)
+    for size in args.c2l:
+        folder = args.out / f"c2l{size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        size = tuple(int(x) for x in size.split("x"))
+        rows += run_c2l(size, folder, args.cores, args.c2l_epochs)
     table = pd.DataFrame(rows)
     table["ratio"] = table["predicted_mb"] / table["measured_mb"]
     table["ok"] = (table["ratio"] >= 1) & (table["ratio"] <= 2)

@@ -1,8 +1,6 @@
-"""The tissue simulators: contracts, determinism, truth that is really in the counts, speed."""
+"""The tissue simulators: contracts, determinism, truth that is really in the counts."""
 
 from __future__ import annotations
-
-import time
 
 import anndata as ad
 import numpy as np
@@ -151,12 +149,10 @@ def test_bad_parameters_are_named():
         simulate_sections(2, n_gene=10)
 
 
-def test_large_section_is_fast():
-    start = time.perf_counter()
+def test_large_section_keeps_its_shape_and_depth():
+    # How fast is for the benchmarks to say (benchmarks/stereoseq_scale.py), not a unit test.
     adata = simulate_tissue(
         8, grid="square", n_rows=140, n_cols=143, shape="full", n_genes=300, n_markers=10
     )
-    elapsed = time.perf_counter() - start
     assert adata.shape == (20020, 300)
     assert abs(adata.X.sum(axis=1).mean() / 2000 - 1) < 0.05
-    assert elapsed < 10, f"{elapsed:.1f} s"

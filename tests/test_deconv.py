@@ -70,3 +70,55 @@ def test_errors_name_the_problem(signatures, sim):
         cell2location_map(adata, signatures, **TINY)
     with pytest.raises(InputError, match="field 'celltype'"):
         cell2location_signatures(sim.reference, "celltype", **TINY)
+
+
+def test_quantile_posterior_agrees_with_samples(signatures, sim):
+    """q05 read from the guide, not from samples: same keys, close to the sampled q05."""
+    sampled, read = sim.spatial.copy(), sim.spatial.copy()
+    settings = dict(TINY, max_epochs=300, num_samples=400)
+    cell2location_map(sampled, signatures, n_cells_per_location=8, posterior="samples", **settings)
+    cell2location_map(read, signatures, n_cells_per_location=8, posterior="quantiles", **settings)
+    a = sampled.obsm["cell_type_fractions"].to_numpy()
+    b = read.obsm["cell_type_fractions"].to_numpy()
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    assert read.uns["cell2location"]["posterior"] == "quantiles"
+    assert read.uns["cell2location"]["num_samples"] == 0
+    with pytest.raises(InputError, match="quantiles or samples"):
+        cell2location_map(read, signatures, posterior="mean", **TINY)
+
+
+def test_plateau_stops_training_and_progress_is_logged(signatures, sim, caplog):
+    adata = sim.spatial.copy()
+    # tol 1: any window that improves the loss by less than 100 % stops: the first check.
+    settings = dict(TINY, max_epochs=200, tol=1.0, window=10)
+    with caplog.at_level("INFO", logger="spaseg"):
+        cell2location_map(adata, signatures, n_cells_per_location=8, sample="s1", **settings)
+    info = adata.uns["cell2location"]
+    assert info["epochs"] == 20 and len(info["elbo_train"]) == 20
+    assert "cell2location s1: ELBO plateau at epoch 20" in caplog.text
+    assert "cell2location s1: epoch 20 / 200" in caplog.text
+
+
+def test_relative_gain_of_windows():
+    from spaseg.tl._elbo_watch import relative_gain
+
+    assert relative_gain(np.ones(5), 3) == np.inf  # fewer than two windows
+    losses = np.r_[np.full(4, 110.0), np.full(4, 100.0)]
+    assert relative_gain(losses, 4) == pytest.approx(0.1)
+    assert relative_gain(losses[::-1], 4) == pytest.approx(-10 / 110)
+
+
+def test_fractions_recover_a_known_mixture(sim):
+    """A short but real training recovers the simulated cell-type fractions of each spot."""
+    signatures = cell2location_signatures(
+        sim.reference, "cell_type", max_epochs=100, num_samples=50, device="cpu"
+    )
+    adata = sim.spatial.copy()
+    cell2location_map(
+        adata, signatures, n_cells_per_location=8, max_epochs=1500, posterior="quantiles",
+        device="cpu",
+    )  # fmt: skip
+    estimated = adata.obsm["cell_type_fractions"]
+    true = sim.spatial.obsm["true_fractions"][estimated.columns]
+    r = np.corrcoef(estimated.to_numpy().ravel(), true.to_numpy().ravel())[0, 1]
+    assert r > 0.8, r

@@ -13,7 +13,14 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from spaseg._resources import MEMORY, SECONDS, h5ad_size, predict_mem_mb, predict_runtime_min
+from spaseg._resources import (
+    MEMORY,
+    SECONDS,
+    h5ad_size,
+    predict_c2l_map_runtime_min,
+    predict_mem_mb,
+    predict_runtime_min,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,10 +36,16 @@ def test_h5ad_size_reads_sparse_and_dense_headers(tmp_path):
 
 @pytest.mark.parametrize("rule", sorted(MEMORY))
 def test_predictions_grow_with_the_section(rule):
-    small, large = predict_mem_mb(rule, 1_000, 10**6), predict_mem_mb(rule, 100_000, 10**8)
+    small = predict_mem_mb(rule, 1_000, 10**6, 500)
+    large = predict_mem_mb(rule, 100_000, 10**8, 5_000)
     assert 0 < small < large and small % 100 == 0
-    assert 10 <= predict_runtime_min(rule, 1_000, 10**6) <= predict_runtime_min(rule, 10**5, 10**8)
-    assert set(MEMORY) == set(SECONDS)
+    if rule == "c2l_map":  # its run time counts epochs: predict_c2l_map_runtime_min
+        short = predict_c2l_map_runtime_min(1_000, 500, 1_000)
+        assert 10 <= short <= predict_c2l_map_runtime_min(100_000, 5_000, 30_000)
+    else:
+        small_min = predict_runtime_min(rule, 1_000, 10**6)
+        assert 10 <= small_min <= predict_runtime_min(rule, 10**5, 10**8)
+    assert set(MEMORY) == set(SECONDS) | {"c2l_map"}
 
 
 def test_dry_run_asks_for_memory_from_the_input(tmp_path):

@@ -20,18 +20,27 @@ import h5py
 
 @dataclass(frozen=True)
 class Model:
-    """Peak MB (or seconds) = base + per_kspot * spots / 1000 + per_mvalue * values / 1e6."""
+    """Peak MB (or seconds) = base + per_kspot * spots / 1000 + per_mvalue * values / 1e6
+    + per_sqrt_mvalue * sqrt(values / 1e6) (for steps that grow more slowly than the data)."""
 
     base: float
     per_kspot: float
     per_mvalue: float
+    per_sqrt_mvalue: float = 0.0
 
     def __call__(self, n_obs: int, n_values: int) -> float:
-        return self.base + self.per_kspot * n_obs / 1e3 + self.per_mvalue * n_values / 1e6
+        mvalues = n_values / 1e6
+        return (
+            self.base
+            + self.per_kspot * n_obs / 1e3
+            + self.per_mvalue * mvalues
+            + self.per_sqrt_mvalue * math.sqrt(mvalues)
+        )
 
 
 #: Fitted peak memory (MB) of each per-section rule: `benchmarks/resources.py --fit`
-#: (2026-12-04; eight sections of 1 k-100 k spots, 0.5-32 M stored values), rounded up.
+#: (2026-12-04; eight sections of 1 k-100 k spots, 0.5-32 M stored values; svg refitted on five
+#: of 1 k-40 k spots, 0.3-12 M values, with a square-root term), rounded up.
 MEMORY = {
     "load": Model(base=330, per_kspot=0.0, per_mvalue=16.2),
     "qc": Model(base=365, per_kspot=0.43, per_mvalue=39.1),
@@ -39,8 +48,16 @@ MEMORY = {
     "normalize_pca": Model(base=371, per_kspot=0.29, per_mvalue=26.6),
     "spaseg_train": Model(base=573, per_kspot=3.43, per_mvalue=15.0),
     "plot_domains": Model(base=282, per_kspot=0.44, per_mvalue=15.5),
-    # Grows more slowly than linearly with the values: the line is within -32 % / +18 %.
-    "svg": Model(base=539, per_kspot=0.0, per_mvalue=41.7),
+    # Grows more slowly than linearly with the values (a line over-asked 2.2 x on 1 k spots).
+    "svg": Model(base=250, per_kspot=0.0, per_mvalue=32.5, per_sqrt_mvalue=175),
+    # Spots x pairs of score tables: sized for every pair of the shipped resource expressed
+    # (measured with 3 800-4 200 consensus pairs); fewer expressed pairs need less.
+    "cci": Model(base=550, per_kspot=150.0, per_mvalue=0.0),
+    # The reference (cells, not spots): measured at 960 cells only (1.4-1.6 GB, mostly the
+    # libraries); the per-cell and per-value terms are not fitted, set high to be safe.
+    "c2l_reference": Model(base=1700, per_kspot=2.0, per_mvalue=40.0),
+    # Plus dense spots x genes copies (DENSE_COPIES): cell2location holds the whole section.
+    "c2l_map": Model(base=770, per_kspot=0.0, per_mvalue=0.0),
 }
 #: What the scheduler is asked for: the prediction times this, so that a section unlike the
 #: benchmark's (denser counts, other genes) still fits on the first attempt.
@@ -54,6 +71,9 @@ SECONDS = {
     "spaseg_train": Model(base=26, per_kspot=1.0, per_mvalue=0.0),
     "plot_domains": Model(base=2.5, per_kspot=0.009, per_mvalue=0.0),
     "svg": Model(base=4.6, per_kspot=0.034, per_mvalue=0.36),
+    "cci": Model(base=20, per_kspot=4.0, per_mvalue=0.0),
+    # 250 epochs of minibatches of 2 500 cells, then the posterior samples.
+    "c2l_reference": Model(base=60, per_kspot=50.0, per_mvalue=0.0),
 }
 #: Slack of the run-time limit over the prediction: slower nodes, busy file systems.
 RUNTIME_SLACK = 4
@@ -69,8 +89,9 @@ JOINT = {
 }
 #: Rules that also hold dense spots x genes float64 copies (joint_pca scales the genes of all
 #: sections together), and how many: measured 1.14 GB for 3 sections of 6 k spots x 1.5 k genes
-#: where the sparse model alone says 0.59 GB (``benchmarks/resources.py --group``).
-DENSE_COPIES = {"joint_pca": 3}
+#: where the sparse model alone says 0.59 GB (``benchmarks/resources.py --group``); c2l_map's
+#: tensors and their gradients, 0.91 GB at 1 k x 1 k and 1.35 GB at 4 k x 1 k (``--c2l``).
+DENSE_COPIES = {"joint_pca": 3, "c2l_map": 19}
 
 
 def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -94,8 +115,9 @@ def predict_mem_mb(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int
     return int(math.ceil(mb / 100) * 100)
 
 
-def predict_runtime_min(rule: str, n_obs: int, n_values: int) -> int:
-    """Minutes to ask for (a limit: generous), at least 10."""
+def predict_runtime_min(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int:
+    """Minutes to ask for (a limit: generous), at least 10. (``n_vars`` is not used: the same
+    arguments as :func:`predict_mem_mb`.)"""
     seconds = SECONDS[JOINT.get(rule, rule)](n_obs, n_values) * RUNTIME_SLACK
     return max(10, int(math.ceil(seconds / 60)))
 
@@ -110,3 +132,16 @@ def predict_bin_mem_mb(size_mb: float) -> int:
 def predict_bin_runtime_min(size_mb: float) -> int:
     """Minutes for rule bin: about 2 min per 100 MB of gzipped GEM on one core, doubled."""
     return 10 + int(size_mb) // 25
+
+
+#: cell2location's spatial model on a CPU core: seconds per full-batch epoch = a fixed part
+#: plus a part per million spots x genes entries (``benchmarks/c2l_cpu.py``: 0.06 s for
+#: 1 000 x 500, 0.9 s for 4 000 x 3 000 on one thread).
+C2L_EPOCH_SECONDS = Model(base=0.02, per_kspot=0.0, per_mvalue=0.08)
+
+
+def predict_c2l_map_runtime_min(n_obs: int, n_vars: int, max_epochs: int) -> int:
+    """Minutes for rule c2l_map: ``max_epochs`` epochs on one CPU core, plus half (a limit:
+    the plateau stop usually ends sooner, and a GPU runs an epoch many times faster)."""
+    seconds = C2L_EPOCH_SECONDS(n_obs, n_obs * n_vars) * max_epochs * 1.5
+    return max(10, int(math.ceil(seconds / 60)))

@@ -21,8 +21,8 @@ rule c2l_reference:
     # CPU, 2 threads ran 9x slower than 1); on a GPU node the threads hardly matter.
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=240,
+        mem_mb=fitted_mem_mb("c2l_reference", key="reference"),
+        runtime=fitted_runtime("c2l_reference", key="reference"),
         # GPUs per job: 0 locally (device "auto" then trains on the CPU); profiles/slurm asks for 1.
         gpu=config["resources"]["c2l_reference"]["gpu"],
     params:
@@ -50,10 +50,12 @@ rule c2l_map:
         f"{RESULTS}/benchmarks/c2l_map/{{sample}}.tsv"
     conda:
         "../../envs/c2l.yaml"
-    threads: 1
+    # Two threads: a section's spots x genes tensors are large enough to share (4 000 x 3 000:
+    # 1.6 x faster than one thread; benchmarks/c2l_cpu.py).
+    threads: 2
     resources:
-        mem_mb=16000,
-        runtime=480,
+        mem_mb=fitted_mem_mb("c2l_map", key="spots"),
+        runtime=c2l_map_runtime,
         gpu=config["resources"]["c2l_map"]["gpu"],
     params:
         c2l=C2L,
@@ -91,8 +93,8 @@ rule cci:
         "../../envs/cci.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=fitted_mem_mb("cci", key="domains"),
+        runtime=fitted_runtime("cci", key="domains"),
     params:
         cci=config["cci"],
     script:

@@ -18,10 +18,13 @@ from spaseg._resources import (
     h5ad_size,
     predict_bin_mem_mb,
     predict_bin_runtime_min,
+    predict_c2l_map_runtime_min,
     predict_mem_mb,
     predict_runtime_min,
 )
-from spaseg.pp._gates import qc_filters
+from spaseg._atomic import atomic_path
+from spaseg._errors import QCGateError
+from spaseg.pp._gates import check_gates, qc_filters
 
 
 def python_object_in(value, key=""):
@@ -281,40 +284,41 @@ def qc_params(wildcards):
 PREPROCESS = ("qc", "plot_qc", "normalize_pca")
 
 
-def h5ad_input_size(input):
-    """(spots, stored count values, genes) of the .h5ad files a job reads: spots and values
-    summed, the largest gene count; None while one is still to be made (Snakemake asks
-    again, with the file there, before the job runs).
+def h5ad_input_size(input, key=None):
+    """(spots, stored count values, genes) of the .h5ad files a job reads (only input `key`
+    when given): spots and values summed, the largest gene count; None while one is still
+    to be made (Snakemake asks again, with the file there, before the job runs).
     """
-    files = [f for f in input if str(f).endswith(".h5ad")]
+    files = [
+        f for f in (input if key is None else [input[key]]) if str(f).endswith(".h5ad")
+    ]
     if not all(Path(f).exists() for f in files):
         return None
     sizes = [h5ad_size(f) for f in files]
     return sum(s[0] for s in sizes), sum(s[2] for s in sizes), max(s[1] for s in sizes)
 
 
-def fitted_mem_mb(model):
-    """resources: mem_mb from the job's input, with the fitted model of rule `model` (the
-    joint rules: that of the same per-section step, spaseg._resources.JOINT);
-    twice as much on a retry after an out-of-memory kill. "<TBD>" in a dry run before the
-    input exists; a cluster group job then takes its size from load (load_mem_mb)."""
+def fitted_mem_mb(model, key=None):
+    """resources: mem_mb from the job's input (only input `key` when given), with the model
+    fitted for step `model` (for a joint rule, that of the same per-section step,
+    spaseg._resources.JOINT); twice as much on a retry after an out-of-memory kill. "<TBD>"
+    in a dry run before the input exists; a cluster group job then takes its size from load
+    (load_mem_mb)."""
 
     def mem_mb(wildcards, input, attempt):
-        size = h5ad_input_size(input)
+        size = h5ad_input_size(input, key)
         return TBDString() if size is None else predict_mem_mb(model, *size) * attempt
 
     return mem_mb
 
 
-def fitted_runtime(model):
+def fitted_runtime(model, key=None):
     """resources: runtime (minutes) from the job's input, like fitted_mem_mb."""
 
     def runtime(wildcards, input, attempt):
-        size = h5ad_input_size(input)
+        size = h5ad_input_size(input, key)
         return (
-            TBDString()
-            if size is None
-            else predict_runtime_min(model, *size[:2]) * attempt
+            TBDString() if size is None else predict_runtime_min(model, *size) * attempt
         )
 
     return runtime
@@ -335,12 +339,44 @@ def load_mem_mb(wildcards, input, attempt):
     return max(predict_mem_mb(step, n_obs, n_values) for step in steps) * attempt
 
 
+def c2l_map_runtime(wildcards, input, attempt):
+    """resources: runtime (minutes) for c2l_map, the mapping: every epoch up to
+    cell2location.map_max_epochs on the section's spots x genes (a limit: the plateau stop
+    usually ends training sooner)."""
+    size = h5ad_input_size(input, "spots")
+    if size is None:
+        return TBDString()
+    n_obs, _, n_vars = size
+    return predict_c2l_map_runtime_min(n_obs, n_vars, C2L["map_max_epochs"]) * attempt
+
+
 def bin_mem_mb(wildcards, input, attempt):
     return predict_bin_mem_mb(input.size_mb) * attempt
 
 
 def bin_runtime(wildcards, input, attempt):
     return predict_bin_runtime_min(input.size_mb) * attempt
+
+
+def pass_qc_gates(gates, passed, log, on_fail, sample):
+    """Rule qc_gate's work: stop a section that failed a QC gate (spaseg.pp.check_gates), or
+    with qc.on_fail: continue note it and go on; the gates table becomes `passed`. Run inside
+    Snakemake (a run block): a separate Python process would cost 3 s per section for a
+    table of four rows."""
+    table = pd.read_csv(gates, sep="\t")
+    with open(log, "w") as handle:
+        handle.write(f"QC gates:\n{table.to_string(index=False)}\n")
+        try:
+            failed = check_gates(table, on_fail=on_fail, sample=sample, file=gates)
+        except QCGateError as err:
+            handle.write(f"QCGateError: {err}\n")  # the line the run summary reports
+            raise
+        if failed:
+            handle.write(
+                f"failed QC gates, going on (qc.on_fail: continue): {'; '.join(failed)}\n"
+            )
+    with atomic_path(passed) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
 
 
 def spaseg_params(wildcards):

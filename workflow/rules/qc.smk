@@ -40,13 +40,11 @@ rule qc_gate:
         f"{RESULTS}/benchmarks/qc_gate/{{sample}}.tsv"
     group:
         "preprocess"
-    conda:
-        "../../envs/qc.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     params:
         on_fail=config["qc"]["on_fail"],
-    script:
-        "../../scripts/qc_gate.py"
+    run:
+        pass_qc_gates(input.gates, output[0], log[0], params.on_fail, wildcards.sample)

@@ -1,0 +1,166 @@
+"""cell2location on a CPU: where the time goes, and the shipped settings against the published ones.
+
+A simulated Visium-size section (``--rows`` hex rows: 68 give ~4 000 spots; ``--genes`` genes,
+``--types`` cell types, true fractions known) and its single-cell reference. The reference's
+signatures are trained once with the shipped settings. Then the section is mapped twice:
+
+* ``published``: cell2location's recommendation, 30 000 full-batch epochs, then 1 000 posterior
+  samples for the q05 abundances. A callback records the guide's q05 abundances every
+  ``--every`` epochs, so one run also shows how close each earlier epoch already was, and the
+  ELBO gain the plateau stop would have seen there.
+* ``shipped``: ``config/config.yaml``'s ``cell2location`` section as the workflow passes it
+  (the plateau stop, the q05 read from the guide).
+
+Prints the time and peak memory of each step, Pearson r of the cell-type fractions of each
+against the published run's and against the truth, and the curve. Target (cell-cell
+interaction issue, item 6): the shipped mapping of ~4 000 spots in <= 15 min on 2 cores, r >= 0.95
+against the published run.
+
+    .venv/bin/python benchmarks/c2l_cpu.py                     # the issue's measurement
+    .venv/bin/python benchmarks/c2l_cpu.py --rows 20 --published-epochs 3000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure  # noqa: E402
+
+from spaseg.datasets._sim_cci import simulate_cci  # noqa: E402
+from spaseg.tl import cell2location_map, cell2location_signatures  # noqa: E402
+from spaseg.tl._elbo_watch import relative_gain  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fractions(abundance: np.ndarray) -> np.ndarray:
+    total = abundance.sum(axis=1, keepdims=True)
+    return abundance / np.where(total > 0, total, 1.0)
+
+
+def pearson(a, b) -> float:
+    return float(np.corrcoef(np.asarray(a).ravel(), np.asarray(b).ravel())[0, 1])
+
+
+def snapshots(every: int):
+    """A callback keeping the guide's q05 cell abundances every ``every`` epochs."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Snapshots(Callback):
+        def __init__(self):
+            self.kept: dict[int, np.ndarray] = {}
+            self.seconds = 0.0
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            epoch = trainer.current_epoch + 1
+            if epoch % every == 0:
+                start = time.perf_counter()
+                with torch.no_grad():
+                    q05 = pl_module.module.guide.quantiles([0.05])["w_sf"]
+                self.kept[epoch] = q05.squeeze(0).cpu().numpy().copy()
+                self.seconds += time.perf_counter() - start
+
+    return Snapshots()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=68)
+    parser.add_argument("--genes", type=int, default=3000)
+    parser.add_argument("--types", type=int, default=12)
+    parser.add_argument("--published-epochs", type=int, default=30000)
+    parser.add_argument("--every", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (rule c2l_map: 2)")
+    parser.add_argument("--skip-published", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/c2l_cpu"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("lightning", "lightning.pytorch", "scvi", "pyro"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    c2l = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["cell2location"]
+
+    sim = simulate_cci(
+        n_cell_types=args.types, n_genes=args.genes, n_markers=args.genes // (2 * args.types),
+        n_rows=args.rows, n_planted=2, n_controls=2, seed=0,
+    )  # fmt: skip
+    spots = sim.spatial
+    truth = spots.obsm["true_fractions"]
+    print(f"{spots.n_obs} spots x {spots.n_vars} genes, {args.types} cell types, "
+          f"{sim.reference.n_obs} reference cells; torch threads {args.threads}")  # fmt: skip
+
+    rows = []
+    with measure() as ref:
+        signatures = cell2location_signatures(
+            sim.reference, "cell_type", max_epochs=c2l["max_epochs"],
+            num_samples=c2l["num_samples"], device="cpu", seed=c2l["seed"],
+        )  # fmt: skip
+    rows.append({"step": "reference signatures (shipped)", "epochs": c2l["max_epochs"],
+                 "s": ref.seconds, "peak MB": ref.peak_mb})  # fmt: skip
+
+    common = dict(
+        n_cells_per_location=8, detection_alpha=c2l["detection_alpha"], device="cpu",
+        seed=c2l["seed"],
+    )  # fmt: skip
+    shipped = spots.copy()
+    with measure() as fit:
+        cell2location_map(
+            shipped, signatures, max_epochs=c2l["map_max_epochs"], tol=c2l["map_tol"],
+            window=c2l["map_window"], posterior=c2l["posterior"],
+            num_samples=c2l["num_samples"], **common,
+        )  # fmt: skip
+    est = shipped.obsm["cell_type_fractions"]
+    rows.append({"step": f"map, shipped (tol {c2l['map_tol']}, {c2l['posterior']})",
+                 "epochs": shipped.uns["cell2location"]["epochs"], "s": fit.seconds,
+                 "peak MB": fit.peak_mb, "r vs truth": pearson(est, truth[est.columns])})  # fmt: skip
+
+    if not args.skip_published:
+        published = spots.copy()
+        keep = snapshots(args.every)
+        with measure() as slow:
+            cell2location_map(
+                published, signatures, max_epochs=args.published_epochs, tol=0.0,
+                posterior="samples", num_samples=c2l["num_samples"], callbacks=[keep], **common,
+            )  # fmt: skip
+        ref_frac = published.obsm["cell_type_fractions"]
+        rows.append({"step": f"map, published ({args.published_epochs} epochs, "
+                             f"{c2l['num_samples']} samples)",
+                     "epochs": args.published_epochs, "s": slow.seconds - keep.seconds,
+                     "peak MB": slow.peak_mb,
+                     "r vs truth": pearson(ref_frac, truth[ref_frac.columns])})  # fmt: skip
+        rows[1]["r vs published"] = pearson(est, ref_frac[est.columns])
+        losses = np.asarray(published.uns["cell2location"]["elbo_train"])
+        curve = []
+        for epoch, q05 in sorted(keep.kept.items()):
+            frac = fractions(q05)
+            curve.append({
+                "epoch": epoch,
+                "ELBO gain of the last window": relative_gain(losses[:epoch], c2l["map_window"]),
+                "r vs published final": pearson(frac, ref_frac),
+                "r vs truth": pearson(frac, truth[ref_frac.columns]),
+            })  # fmt: skip
+        curve = pd.DataFrame(curve)
+        curve.to_csv(args.out / "curve.tsv", sep="\t", index=False)
+        print("\nguide q05 during the published run (fractions):")
+        print(curve.to_markdown(index=False, floatfmt=".4g"))
+
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / "table.tsv", sep="\t", index=False)
+    print()
+    print(table.to_markdown(index=False, floatfmt=".4g"))
+
+
+if __name__ == "__main__":
+    main()
