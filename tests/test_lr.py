@@ -476,9 +476,9 @@ def test_spot_level_padj_is_one_family_over_spots_and_pairs(simulated):
     lr = lr_scores(adata, pairs, n_background=50, min_spots=3)
     p = sparse.csr_matrix(lr.layers["neglog10_pval"])
     p_all = np.ones(lr.shape)
-    p_all[p.nonzero()] = 10.0 ** -p.data  # absent entries: score 0, p = 1
+    p_all[p.nonzero()] = 10.0**-p.data  # absent entries: score 0, p = 1
     expected = fdrcorrection(p_all.ravel())[1].reshape(lr.shape)
     padj = sparse.csr_matrix(lr.layers["neglog10_padj"])
     found = np.ones(lr.shape)
-    found[padj.nonzero()] = 10.0 ** -padj.data
+    found[padj.nonzero()] = 10.0**-padj.data
     np.testing.assert_allclose(found, expected, rtol=1e-3)
