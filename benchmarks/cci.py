@@ -381,6 +381,15 @@ def compare_liana(out: Path, name: str, adata: ad.AnnData, lr: ad.AnnData, setti
     saved.rename_axis("pair").to_csv(out / f"{name.split()[0]}_liana_morans.tsv", sep="\t")
 
 
+def report_real(out: Path, label: str, adata: ad.AnnData, lr: ad.AnnData, settings: dict) -> None:
+    """Top pairs, boundary hits and every significant row of a real section; then LIANA+."""
+    alpha = settings["alpha"]
+    print_top(lr.uns["lr_pairs"], alpha=alpha)
+    print_domain_pairs(lr.uns["lr_domain_pairs"], alpha=alpha)
+    print_significant(label.split()[0], lr.uns["lr_pairs"], out, alpha)
+    compare_liana(out, label, adata, lr, settings)
+
+
 def cerebellum(out: Path, quick: bool) -> None:
     folder = SHARED / "cerebellum"
     if not folder.is_dir():
@@ -418,11 +427,8 @@ def cerebellum(out: Path, quick: bool) -> None:
         f"expressed, {lr.uns['lr']['mean_neighbours']:.1f} neighbours per bead, "
         f"{m.seconds:.1f} s. Top pairs per niche:"
     )
-    print_top(lr.uns["lr_pairs"], alpha=settings["alpha"])
-    print_domain_pairs(lr.uns["lr_domain_pairs"], alpha=settings["alpha"])
-    print_significant("cerebellum", lr.uns["lr_pairs"], out, settings["alpha"])
+    report_real(out, "cerebellum", adata, lr, settings)
     save_tables(out, "cerebellum", lr, None)
-    compare_liana(out, "cerebellum", adata, lr, settings)
     cell_types(puck).savefig(out / "cerebellum_cell_types.png", dpi=90)
 
 
@@ -444,10 +450,7 @@ def dlpfc(out: Path, quick: bool) -> None:
         f"{lr.uns['lr']['n_background_cells']} background cells, "
         f"{m.seconds:.1f} s, peak {m.peak_mb:.0f} MB. Top pairs per layer:"
     )
-    print_top(lr.uns["lr_pairs"], alpha=settings["alpha"])
-    print_domain_pairs(lr.uns["lr_domain_pairs"], alpha=settings["alpha"])
-    print_significant("dlpfc", lr.uns["lr_pairs"], out, settings["alpha"])
-    compare_liana(out, "dlpfc 151673", adata, lr, settings)
+    report_real(out, "dlpfc 151673", adata, lr, settings)
     with measure() as m:
         ligrec = ligrec_domains(
             adata, CCI["resource"], organism=settings["organism"], seed=settings["seed"],
