@@ -192,11 +192,6 @@ def run_group(n: int, size: tuple[int, int], folder: Path, cores: int) -> list[d
     return table
 
 
-def modelled(predict, rule: str, *size) -> float:
-    """A prediction, or NaN while the rule has no fitted model yet (measuring it for ``--fit``)."""
-    return predict(rule, *size) if rule in MEMORY else np.nan
-
-
 def lr_gene_names(n: int) -> list[str]:
     """``n`` gene names, the genes of the shipped L-R resource first (so that rule cci scores
     as many pairs as on a real human section), then made-up ones."""
@@ -230,9 +225,9 @@ def run_cci(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
         dict(
             rule="cci", spots=n_obs, genes=n_vars, values_m=nnz / 1e6, pairs=n_pairs,
             measured_mb=peaks["cci"][0],
-            predicted_mb=modelled(predict_mem_mb, "cci", n_obs, nnz),
+            predicted_mb=predict_mem_mb("cci", n_obs, nnz),
             seconds=bench_seconds(results, "cci", name),
-            predicted_min=modelled(predict_runtime_min, "cci", n_obs, nnz),
+            predicted_min=predict_runtime_min("cci", n_obs, nnz),
         )
     ]  # fmt: skip
 
@@ -261,12 +256,12 @@ def run_c2l(size: tuple[int, int], folder: Path, cores: int, epochs: int) -> lis
             dict(
                 rule=rule, spots=n_obs, genes=n_vars, values_m=nnz / 1e6,
                 measured_mb=peaks[rule][0],
-                predicted_mb=modelled(predict_mem_mb, rule, n_obs, nnz, n_vars),
+                predicted_mb=predict_mem_mb(rule, n_obs, nnz, n_vars),
                 seconds=bench_seconds(results, rule, bench),
                 predicted_min=(
                     predict_c2l_map_runtime_min(n_obs, n_vars, epochs)
                     if rule == "c2l_map"
-                    else modelled(predict_runtime_min, rule, n_obs, nnz, n_vars)
+                    else predict_runtime_min(rule, n_obs, nnz)
                 ),
             )
         )  # fmt: skip

@@ -115,9 +115,8 @@ def predict_mem_mb(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int
     return int(math.ceil(mb / 100) * 100)
 
 
-def predict_runtime_min(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int:
-    """Minutes to ask for (a limit: generous), at least 10. (``n_vars`` is not used: the same
-    arguments as :func:`predict_mem_mb`.)"""
+def predict_runtime_min(rule: str, n_obs: int, n_values: int) -> int:
+    """Minutes to ask for (a limit: generous), at least 10."""
     seconds = SECONDS[JOINT.get(rule, rule)](n_obs, n_values) * RUNTIME_SLACK
     return max(10, int(math.ceil(seconds / 60)))
 

@@ -51,7 +51,7 @@ rule c2l_map:
     conda:
         "../../envs/c2l.yaml"
     # Two threads: a section's spots x genes tensors are large enough to share (4 000 x 3 000:
-    # 1.6 x faster than one thread; benchmarks/c2l_cpu.py).
+    # an epoch 1.6 x faster than on one thread; benchmarks/RESULTS.md, cell2location on a CPU).
     threads: 2
     resources:
         mem_mb=fitted_mem_mb("c2l_map", key="spots"),

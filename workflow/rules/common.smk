@@ -318,7 +318,9 @@ def fitted_runtime(model, key=None):
     def runtime(wildcards, input, attempt):
         size = h5ad_input_size(input, key)
         return (
-            TBDString() if size is None else predict_runtime_min(model, *size) * attempt
+            TBDString()
+            if size is None
+            else predict_runtime_min(model, *size[:2]) * attempt
         )
 
     return runtime

@@ -141,6 +141,7 @@ def cell2location_signatures(
         ref, labels_key="label", batch_key="batch" if batch_key is not None else None
     )
     model = models.RegressionModel(ref)
+    watch = training_watch("cell2location reference", max_epochs)
     accelerator = _accelerator(device)
     log.info("cell2location reference: %d cells x %d genes on %s", *ref.shape, accelerator)
     model.train(
@@ -149,7 +150,7 @@ def cell2location_signatures(
         lr=lr,
         accelerator=accelerator,
         enable_progress_bar=False,
-        callbacks=[training_watch("cell2location reference", max_epochs)],
+        callbacks=[watch],
     )
     log.info("cell2location reference: %d posterior samples", num_samples)
     ref = model.export_posterior(
@@ -165,14 +166,8 @@ def cell2location_signatures(
     columns = [f"means_per_cluster_mu_fg_{name}" for name in names]
     signatures = ref.varm["means_per_cluster_mu_fg"][columns].copy()
     signatures.columns = names
-    signatures.attrs["elbo_train"] = _history(model)
+    signatures.attrs["elbo_train"] = watch.losses
     return signatures
-
-
-def _history(model) -> list[float]:
-    history = getattr(model, "history", {}) or {}
-    elbo = history.get("elbo_train")
-    return [] if elbo is None else [float(v) for v in np.asarray(elbo).ravel()]
 
 
 def _shared_genes(adata: AnnData, signatures: pd.DataFrame, gene_symbols: str | None):

@@ -14,9 +14,8 @@ Significance follows the reference: a pair is compared with random gene pairs wh
 receptor sit in the same expression bins (quantiles of mean sqrt-expression) as its own. All
 pairs of one (ligand bin, receptor bin) cell share one background of ``n_background`` random
 pairs, so the cost grows with the number of occupied cells, not of pairs. Spot level: empirical
-p of the score against the background's scores at that spot; BH per pair across spots (the
-reference corrects per spot across pairs, but with a few hundred draws the smallest possible p
-then rarely survives a correction over ~1000 pairs; per pair, the maps show where it is active).
+p of the score against the background's scores at that spot; BH over every spot and pair at
+once (one family: with a few hundred draws only pairs strong in many spots survive it).
 Domain level: the domain's mean score against the background pairs' domain means (``"all"``:
 the whole section); across domains: the mean over neighbour edges from one domain (ligand) into
 another (receptor) against the background pairs' same means, computed on the boundary spots
