@@ -12,6 +12,9 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/sample_sheet.smk"
+include: "workflow/rules/resources.smk"
+include: "workflow/rules/run_summary.smk"
 include: "workflow/rules/load.smk"
 include: "workflow/rules/bin.smk"
 include: "workflow/rules/qc.smk"

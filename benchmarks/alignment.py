@@ -133,7 +133,7 @@ def _paste_compatible_pot() -> None:
 def dlpfc(paste_too: bool = True) -> pd.DataFrame:
     names = ("151673", "151674")
     raw = {n: spaseg.io.read_h5ad(DATA / f"{n}.h5ad", sample=n) for n in names}
-    sections = {n: spaseg.pp.qc(a.copy(), sample=n) for n, a in raw.items()}
+    sections = {n: spaseg.pp.qc(a, sample=n, copy=True) for n, a in raw.items()}
     labels = [sections[n].obs["layer_guess"].astype(str).to_numpy() for n in names]
     xy = [np.asarray(sections[n].obsm["spatial"], dtype=float) for n in names]
     rows = [

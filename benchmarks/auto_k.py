@@ -71,7 +71,7 @@ def main(argv=None) -> None:
     if args.dlpfc and DLPFC.exists():
         for name in ("151673", "151674", "151675", "151676"):
             adata = spaseg.io.read_h5ad(DLPFC / f"{name}.h5ad", sample=name)
-            adata = spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
+            spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
             result = segment(adata, config, 0)
             truth = adata.obs.get("layer_guess")
             ari = np.nan

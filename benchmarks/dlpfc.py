@@ -89,7 +89,7 @@ def run_section(
         adata = spaseg.io.read_h5ad(DATA / f"{name}.h5ad", sample=name)
     rows.append(dict(section=name, stage="load", seconds=m.seconds, peak_mb=m.peak_mb))
     with measure() as m:
-        adata = spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
+        spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
     rows.append(dict(section=name, stage="qc", seconds=m.seconds, peak_mb=m.peak_mb))
     with measure() as m:
         spaseg.pp.normalize_pca(adata, **config["pca"], seed=config["spaseg"]["seed"], sample=name)

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     rows = []
     for name in LABELLED:
         adata = spaseg.io.read_h5ad(DATA / f"{name}.h5ad", sample=name)
-        adata = spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
+        spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
         spaseg.pp.normalize_pca(adata, **config["pca"], seed=0, sample=name)
         adata.obsm["X_nbr"] = neighbour_augmented(adata)
         truth = adata.obs["layer_guess"].astype(str).to_numpy()

@@ -69,7 +69,7 @@ def load_sections() -> dict:
     sections = {}
     for name in SECTIONS:
         adata = spaseg.io.read_h5ad(DATA / f"{name}.h5ad", sample=name)
-        sections[name] = spaseg.pp.qc(adata, sample=name)
+        sections[name] = spaseg.pp.qc(adata, sample=name, copy=True)
     return sections
 
 

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     print("| setting | section | single mean [min-max] | co-association | concat logits | s/run |")
     print("|---|---|---|---|---|---|")
     for name in LABELLED:
-        adata = spaseg.pp.qc(spaseg.io.read_h5ad(DATA / f"{name}.h5ad", sample=name))
+        adata = spaseg.pp.qc(spaseg.io.read_h5ad(DATA / f"{name}.h5ad", sample=name), copy=True)
         spaseg.pp.normalize_pca(adata, n_comps=15, **kwargs(args.pca))
         truth = adata.obs["layer_guess"].astype(str)
         runs, logits, aris = [], [], []

@@ -56,7 +56,7 @@ def prepare(args) -> None:
     args.inputs.mkdir(parents=True, exist_ok=True)
     for name in ("151673", "151674"):
         adata = spaseg.io.read_h5ad(DLPFC / f"{name}.h5ad", sample=name)
-        adata = spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
+        spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
         spaseg.pp.normalize_pca(adata, **config["pca"], seed=config["spaseg"]["seed"], sample=name)
         truth = adata.obs["layer_guess"].astype(str).to_numpy()
         np.savez_compressed(

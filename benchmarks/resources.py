@@ -232,15 +232,17 @@ def run_cci(size: tuple[int, int], folder: Path, cores: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def run_c2l(size: tuple[int, int], folder: Path, cores: int, epochs: int) -> list[dict]:
+def run_c2l(size: tuple[int, ...], folder: Path, cores: int, epochs: int) -> list[dict]:
     """cell2location (reference, then mapping) on a simulated section of about ``size``
-    (spots x genes) and its reference, ``epochs`` mapping epochs (memory does not depend on
-    them: every epoch holds the same tensors)."""
-    spots, genes = size
+    (spots x genes, then optionally reference cells: 960 if not given; 12 cell types) and its
+    reference, ``epochs`` mapping epochs (memory does not depend on them: every epoch holds the
+    same tensors)."""
+    spots, genes, cells = (*size, 960)[:3]
     name = f"c2l{spots}x{genes}"
     paths = write_cci(
         folder / name, n_cell_types=12, n_genes=genes, n_markers=genes // 24,
-        n_rows=int(round(math.sqrt(spots / 0.866))), n_planted=2, n_controls=2, seed=0,
+        n_cells_per_type=cells // 12, n_rows=int(round(math.sqrt(spots / 0.866))),
+        n_planted=2, n_controls=2, seed=0,
     )  # fmt: skip
     results = folder / "results"
     rows = [{"sample": name, "path": str(paths["section"]), "platform": "h5ad"}]
@@ -271,21 +273,26 @@ def run_c2l(size: tuple[int, int], folder: Path, cores: int, epochs: int) -> lis
 def fit(table: pd.DataFrame) -> None:
     """Least-squares y = base + per_kspot * spots/1e3 + per_mvalue * values/1e6, per rule,
     for peak MB and for seconds (coefficients clipped at 0); then the same with a
-    per_sqrt_mvalue * sqrt(values/1e6) term (for rules that grow more slowly than linearly)."""
+    per_sqrt_mvalue * sqrt(values/1e6) term (for rules that grow more slowly than linearly),
+    and with a per_kgene * genes/1e3 term instead (c2l_reference: parameters per gene)."""
+    extras = {
+        "": [],
+        " + per_sqrt_mvalue * sqrt(mvalues)": [
+            ("per_sqrt_mvalue", lambda t: np.sqrt(t["values_m"]))
+        ],
+        " + per_kgene * kgenes": [("per_kgene", lambda t: t["genes"] / 1e3)],
+    }
     for column in ("measured_mb", "seconds"):
-        for with_sqrt in (False, True):
-            extra = " + per_sqrt_mvalue * sqrt(mvalues)" if with_sqrt else ""
+        for extra, terms_extra in extras.items():
             print(f"\nFitted {column} = base + per_kspot * kspots + per_mvalue * mvalues{extra}:")
             for rule, part in table.groupby("rule", sort=False):
                 terms = [np.ones(len(part)), part["spots"] / 1e3, part["values_m"]]
-                terms += [np.sqrt(part["values_m"])] if with_sqrt else []
+                terms += [make(part) for _, make in terms_extra]
                 coef, *_ = scipy.optimize.nnls(np.column_stack(terms), part[column].to_numpy())
-                names = ["base", "per_kspot", "per_mvalue", "per_sqrt_mvalue"]
+                names = ["base", "per_kspot", "per_mvalue", *(n for n, _ in terms_extra)]
                 print(
                     f"  {rule}: "
-                    + ", ".join(
-                        f"{n} {c:.3f}" for n, c in zip(names[: len(coef)], coef, strict=True)
-                    )
+                    + ", ".join(f"{n} {c:.3f}" for n, c in zip(names, coef, strict=True))
                 )
 
 
@@ -298,7 +305,9 @@ def main(argv=None) -> None:
     parser.add_argument("--gem", nargs="*", default=[], help="bin20 bins (cols x rows) of GEMs")
     parser.add_argument("--group", default=None, help="sections x spots x genes of one group")
     parser.add_argument("--cci", nargs="*", default=[], help="spots x genes for rule cci")
-    parser.add_argument("--c2l", nargs="*", default=[], help="spots x genes for cell2location")
+    parser.add_argument(
+        "--c2l", nargs="*", default=[], help="spots x genes[x reference cells] for cell2location"
+    )
     parser.add_argument("--c2l-epochs", type=int, default=300, help="mapping epochs (--c2l)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/resources"))

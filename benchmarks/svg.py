@@ -189,11 +189,11 @@ def dlpfc(out: Path) -> None:
         print(f"\n(DLPFC data not found at {DLPFC}: skipped)")
         return
     adata = spaseg.io.read_h5ad(DLPFC, sample="151673")
-    adata = spaseg.pp.qc(adata, sample="151673")
+    spaseg.pp.qc(adata, sample="151673")
     spaseg.pp.normalize_pca(adata, n_comps=15)
     adata.obs["domain"] = adata.obs["layer_guess"].astype(str).replace("NA", np.nan)
     with measure() as m:
-        table = svg(adata)
+        table = svg(adata, copy=True)
     table["rank"] = table.groupby("domain", observed=True).cumcount() + 1
     rows = []
     for layer, symbols in LAYER_MARKERS.items():

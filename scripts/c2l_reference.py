@@ -25,11 +25,12 @@ signatures = spaseg.tl.cell2location_signatures(
     c2l["labels_key"],
     batch_key=c2l["batch_key"],
     max_epochs=c2l["max_epochs"],
+    posterior=c2l["posterior"],
     num_samples=c2l["num_samples"],
     device=c2l["device"],
     seed=c2l["seed"],
 )
-# Cell types x genes: mean expression per cell of each type, read back by rule c2l_map.
+# Cell types x genes: expression per cell of each type (posterior median or mean), read back by rule c2l_map.
 out = ad.AnnData(
     X=signatures.T.to_numpy(dtype=np.float32),
     obs=pd.DataFrame(index=signatures.columns.astype(str)),

@@ -16,8 +16,9 @@ from spaseg._atomic import write_h5ad
 from spaseg._provenance import add_provenance
 
 params = snakemake.params
-adata = spaseg.pp.normalize_pca(
-    ad.read_h5ad(snakemake.input.h5ad),
+adata = ad.read_h5ad(snakemake.input.h5ad)
+spaseg.pp.normalize_pca(
+    adata,
     **params.pca,
     seed=params.seed,
     sample=snakemake.wildcards.sample,

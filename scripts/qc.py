@@ -19,9 +19,8 @@ from spaseg._provenance import add_provenance
 
 sample = snakemake.wildcards.sample
 # A section that QC empties is written empty: its gates then say why it stops.
-adata = spaseg.pp.qc(
-    ad.read_h5ad(snakemake.input[0]), **snakemake.params.qc, allow_empty=True, sample=sample
-)
+adata = ad.read_h5ad(snakemake.input[0])
+spaseg.pp.qc(adata, **snakemake.params.qc, allow_empty=True, sample=sample)
 gates = spaseg.pp.qc_gates(adata, **snakemake.params.gates)
 # The sheet's extra columns (donor, condition, ...): one value per section, on every spot.
 metadata = dict(snakemake.params.metadata)

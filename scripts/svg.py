@@ -16,7 +16,7 @@ from spaseg._atomic import atomic_path, savefig
 
 sample = snakemake.wildcards.sample
 adata = ad.read_h5ad(snakemake.input[0])
-table = spaseg.tl.svg(adata, groupby="domain", sample=sample, **snakemake.params.svg)
+table = spaseg.tl.svg(adata, groupby="domain", sample=sample, copy=True, **snakemake.params.svg)
 with atomic_path(snakemake.output.table) as tmp:
     table.to_csv(tmp, sep="\t", index=False)
 figure = spaseg.pl.svg(adata, table, n_top=snakemake.params.n_top, title=sample)

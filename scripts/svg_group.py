@@ -21,7 +21,7 @@ from spaseg._atomic import atomic_path, savefig
 group = snakemake.wildcards.group
 joint = ad.read_h5ad(snakemake.input[0])
 table = spaseg.tl.svg(
-    joint, groupby="domain", batch_key="sample", sample=group, **snakemake.params.svg
+    joint, groupby="domain", batch_key="sample", sample=group, copy=True, **snakemake.params.svg
 )
 with atomic_path(snakemake.output.table) as tmp:
     table.to_csv(tmp, sep="\t", index=False)

@@ -30,6 +30,12 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+def workflow_functions() -> str:
+    """The text of the .smk files that define the workflow's functions (they hold no rules)."""
+    files = sorted(RULES.glob("*.smk"))
+    return "\n".join(f.read_text() for f in files if not re.search(r"^rule ", f.read_text(), re.M))
+
+
 def rule_blocks() -> dict[str, str]:
     """Rule name -> its block, from the snakefmt-formatted .smk files."""
     blocks = {}

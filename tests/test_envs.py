@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import rule_blocks
+from conftest import rule_blocks, workflow_functions
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -320,9 +320,9 @@ def test_every_job_rule_has_an_env(rule):
 def test_rules_without_env_run_in_snakemake_itself():
     """`run:` rules execute in a Snakemake process (the run's, or a cluster job's on its node)
     without an env: each is one call of a workflow function, which uses only what
-    common.smk imports (the light parts of spaseg), so it runs wherever Snakemake does."""
-    common = (RULES / "common.smk").read_text()
-    defined = set(re.findall(r"^def (\w+)\(", common, re.M))
+    the workflow's .smk files import (the light parts of spaseg), so it runs wherever
+    Snakemake does."""
+    defined = set(re.findall(r"^def (\w+)\(", workflow_functions(), re.M))
     for rule in set(BLOCKS) - set(JOB_RULES):
         body = BLOCKS[rule].split("\n    run:\n", 1)[1].strip()
         call = re.fullmatch(r"(\w+)\(.*\)", body, re.S)

@@ -174,7 +174,9 @@ def _valid_or_input_error(step: str, call):
 
 def run_pp(adata: ad.AnnData, qc_kwargs: dict, pca_kwargs: dict) -> None:
     """QC then normalisation + PCA: each either returns a valid result or raises InputError."""
-    qc = _valid_or_input_error("qc", lambda: spaseg.pp.qc(adata, **qc_kwargs, sample=SAMPLE))
+    qc = _valid_or_input_error(
+        "qc", lambda: spaseg.pp.qc(adata, **qc_kwargs, sample=SAMPLE, copy=True)
+    )
     if qc is None:
         return
     assert 0 < qc.n_obs <= adata.n_obs and 0 < qc.n_vars <= adata.n_vars

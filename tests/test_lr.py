@@ -16,7 +16,8 @@ from statsmodels.stats.multitest import fdrcorrection
 from spaseg import InputError
 from spaseg.datasets._sim_cci import simulate_cci
 from spaseg.tl import cell_type_entropy, ligrec_domains, load_resource, lr_scores, top_pairs
-from spaseg.tl._lr import _bh_grouped, _count_at_least, neighbour_graph
+from spaseg.tl._lr import neighbour_graph
+from spaseg.tl._lr_null import _bh_grouped, _count_at_least
 
 pytestmark = pytest.mark.usefixtures("no_network")
 
@@ -461,7 +462,7 @@ def test_a_tail_of_repeated_values_is_not_extrapolated():
 
 
 def test_boundaries_of_a_few_edges_are_not_tested(simulated):
-    from spaseg.tl._lr import MIN_EDGES
+    from spaseg.tl._lr_tables import MIN_EDGES
 
     adata, pairs = simulated
     edges = lr_scores(adata, pairs, n_background=50, min_spots=3).uns["lr_domain_pairs"]

@@ -24,7 +24,7 @@ FLOORS = {"151673": 0.48, "151674": 0.38}
 @pytest.mark.parametrize("section", sorted(FLOORS))
 def test_dlpfc_seed0_ari_floor_with_shipped_defaults(shared_data, section):
     adata = spaseg.io.read_h5ad(shared_data / "dlpfc" / f"{section}.h5ad", sample=section)
-    adata = spaseg.pp.qc(adata, **spaseg.pp.qc_filters(CONFIG["qc"]), sample=section)
+    spaseg.pp.qc(adata, **spaseg.pp.qc_filters(CONFIG["qc"]), sample=section)
     spaseg.pp.normalize_pca(adata, **CONFIG["pca"], seed=0)
     settings = {k: v for k, v in CONFIG["spaseg"].items() if k not in ("seed", "n_domains")}
     spaseg.tl.spaseg(adata, n_domains=7, seed=0, log_every=0, **settings)

@@ -27,7 +27,7 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
-from conftest import rule_blocks
+from conftest import rule_blocks, workflow_functions
 
 from spaseg._resources import h5ad_size, predict_mem_mb
 from spaseg.datasets._simulate import simulate_tissue
@@ -172,8 +172,8 @@ def test_every_rule_has_cluster_resources(rule):
         assert res["runtime"].isdigit()
     else:  # the rule's own mem_mb function (or the one its factory makes) takes the attempt
         function = re.search(r"mem_mb=(\w+)[,(]", body).group(1)
-        common = (RULES / "common.smk").read_text()
-        source = common[common.index(f"def {function}(") :].split("\ndef ")[0]
+        functions = workflow_functions()
+        source = functions[functions.index(f"def {function}(") :].split("\ndef ")[0]
         assert re.search(r"def \w+\([^)]*attempt\)", source), function
         assert "* attempt" in source, function
     threads = re.search(r"^    threads: (\d+)", body, re.M).group(1)

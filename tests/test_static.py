@@ -95,7 +95,8 @@ def test_env_is_pinned_and_complete(env):
 
 
 def test_scripts_use_this_checkouts_library():
-    """Option (a) of architecture.md: each script puts <repo>/src first on sys.path."""
+    """Each script puts <repo>/src first on sys.path (README, "Conda environments"): this
+    checkout's library, also inside a rule's conda env."""
     insert = 'sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))'
     scripts = [p for p in (REPO / "scripts").glob("*.py") if not p.name.startswith("_")]
     assert scripts

@@ -433,7 +433,11 @@ def test_group_mode_a_deeper_section_does_not_make_markers():
 
 def test_plot(tmp_path):
     adata = _planted()
-    table = svg(adata)
+    assert svg(adata) is None  # copy=False: written to adata, nothing returned
+    table = adata.uns["svg"]
+    assert list(adata.var["morans_i"]) == list(
+        table.drop_duplicates("gene").set_index("gene").loc[adata.var_names, "morans_i"]
+    )
     fig = plot_svg(adata, table, n_top=2, title="planted")
     assert len(fig.axes) >= 4 * 2 + 1
     fig.savefig(tmp_path / "svg.png", dpi=50)
@@ -443,7 +447,7 @@ def test_plot(tmp_path):
 @pytest.mark.realdata
 def test_dlpfc_white_matter_markers(shared_data):
     adata = spaseg.io.read_h5ad(shared_data / "dlpfc" / "151673.h5ad", sample="151673")
-    adata = spaseg.pp.qc(adata, sample="151673")
+    spaseg.pp.qc(adata, sample="151673")
     spaseg.pp.normalize_pca(adata, n_comps=5)
     adata.obs["domain"] = adata.obs["layer_guess"].astype(str).replace("NA", np.nan)
     table = svg(adata, copy=True)
@@ -460,6 +464,6 @@ def test_plot_without_gene_symbols():
     del adata.var["gene_symbols"]
     adata.obs["domain"] = adata.obs["domain_truth"]
     spaseg.pp.normalize_pca(adata, n_comps=5)
-    table = spaseg.tl.svg(adata, groupby="domain")
+    table = spaseg.tl.svg(adata, groupby="domain", copy=True)
     fig = spaseg.pl.svg(adata, table, n_top=2)
     assert fig.axes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.metrics import adjusted_rand_score
 
 from spaseg._provenance import add_provenance
@@ -72,6 +74,28 @@ def test_dry_run_default_config():
     assert result.returncode == 0, output(result)
     for rule in ("load", "qc", "normalize_pca", "spaseg_train", "plot_qc", "plot_domains"):
         assert rule in result.stdout
+
+
+def planned_jobs(result) -> dict[str, int]:
+    """Rule -> jobs, from a dry run's job table."""
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M)}
+
+
+def test_catalog_snakefile_plans_the_same_jobs():
+    """workflow/Snakefile (where the workflow catalog starts) is the same workflow as
+    ./Snakefile: the same jobs by default, its own target rule standing in for `all`."""
+    root = snakemake("-n", "--cores", "1")
+    command = [sys.executable, "-m", "snakemake", "--snakefile", "workflow/Snakefile"]
+    catalog = subprocess.run(
+        [*command, "-n", "--cores", "1"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert root.returncode == 0 and catalog.returncode == 0, output(catalog)
+    jobs, expected = planned_jobs(catalog), planned_jobs(root)
+    assert jobs.pop("catalog_all") == expected.pop("all") == 1
+    assert jobs == expected, output(catalog)
+    usage = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert usage["software-stack-deployment"]["conda"] is True and usage["report"] is True
+    assert "--profile profiles/slurm" in usage["mandatory-flags"]["flags"]
 
 
 def test_dry_run_with_overrides(tmp_path):
@@ -239,7 +263,7 @@ def test_batch_overview_per_project_and_partial_sections(tmp_path):
     for sample in ("a", "b"):
         section = simulate_tissue(3, n_rows=10, n_genes=60, n_markers=5, seed=0)
         (tmp_path / sample).mkdir()
-        spaseg.pp.qc(section, sample=sample).write_h5ad(tmp_path / sample / "qc.h5ad")
+        spaseg.pp.qc(section, sample=sample, copy=True).write_h5ad(tmp_path / sample / "qc.h5ad")
     summary = pd.DataFrame(
         {"sample": ["a", "b"], "status": ["failed", "failed"], "failed_step": ["normalize_pca"] * 2}
     )

@@ -129,3 +129,27 @@ def test_cci_scenario_end_to_end(cci_run):
     assert "all" in set(pairs["domain"]) and pairs["pval"].between(0, 1).all()
     ligrec = pd.read_csv(section / "cci" / "ligrec.tsv", sep="\t")
     assert {"pair", "sender", "receiver", "pval", "padj"} <= set(ligrec.columns)
+
+
+@pytest.mark.slow
+def test_cci_scenario_finds_the_planted_pairs(cci_run):
+    """The simulation plants each pair's ligand on one side of a domain boundary and its
+    receptor on the other; controls have the same expression but are not neighbours. Across
+    the boundaries (domain_pairs.tsv), the planted pairs must outrank the controls, and what
+    passes the FDR must be planted."""
+    results, run = cci_run
+    assert run.returncode == 0, output(run)
+    truth = pd.read_csv(results.parents[1] / "cci" / "pairs.csv")
+    kind = pd.Series(
+        truth["kind"].to_numpy(), index=truth["ligand"].str.upper() + "^" + truth["receptor"]
+    )
+    edges = pd.read_csv(results / "sim_cci" / "cci" / "domain_pairs.tsv", sep="\t")
+    tested = edges.dropna(subset=["pval"])
+    best = tested.groupby("pair")["zscore"].max()  # each pair's strongest boundary
+    planted = best[kind[best.index].to_numpy() == "planted"].to_numpy()
+    controls = best[kind[best.index].to_numpy() != "planted"].to_numpy()
+    assert len(planted) == (truth["kind"] == "planted").sum() and len(controls)
+    auroc = (planted[:, None] > controls[None, :]).mean()
+    assert auroc >= 0.9, (auroc, best.sort_values().tail(10))
+    found = set(tested.loc[tested["padj"] < 0.05, "pair"])
+    assert found and all(kind[pair] == "planted" for pair in found), found

@@ -1,6 +1,6 @@
 """Memory and run time a job needs, predicted from the section it reads.
 
-The workflow's rules ask the scheduler for these (``workflow/rules/common.smk``) instead of one
+The workflow's rules ask the scheduler for these (``workflow/rules/resources.smk``) instead of one
 flat number for every section: a 500-spot section should not wait for a 64 GB node, and a
 whole Stereo-seq chip should not be killed at 16 GB. Each rule's peak memory grows with the
 spots (the SpaSEG image, per-spot tables) and with the stored values of the count matrix
@@ -21,20 +21,23 @@ import h5py
 @dataclass(frozen=True)
 class Model:
     """Peak MB (or seconds) = base + per_kspot * spots / 1000 + per_mvalue * values / 1e6
-    + per_sqrt_mvalue * sqrt(values / 1e6) (for steps that grow more slowly than the data)."""
+    + per_sqrt_mvalue * sqrt(values / 1e6) (for steps that grow more slowly than the data)
+    + per_kgene * genes / 1000 (for steps whose parameters grow with the genes)."""
 
     base: float
     per_kspot: float
     per_mvalue: float
     per_sqrt_mvalue: float = 0.0
+    per_kgene: float = 0.0
 
-    def __call__(self, n_obs: int, n_values: int) -> float:
+    def __call__(self, n_obs: int, n_values: int, n_vars: int = 0) -> float:
         mvalues = n_values / 1e6
         return (
             self.base
             + self.per_kspot * n_obs / 1e3
             + self.per_mvalue * mvalues
             + self.per_sqrt_mvalue * math.sqrt(mvalues)
+            + self.per_kgene * n_vars / 1e3
         )
 
 
@@ -53,9 +56,9 @@ MEMORY = {
     # Spots x pairs of score tables: sized for every pair of the shipped resource expressed
     # (measured with 3 800-4 200 consensus pairs); fewer expressed pairs need less.
     "cci": Model(base=550, per_kspot=150.0, per_mvalue=0.0),
-    # The reference (cells, not spots): measured at 960 cells only (1.4-1.6 GB, mostly the
-    # libraries); the per-cell and per-value terms are not fitted, set high to be safe.
-    "c2l_reference": Model(base=1700, per_kspot=2.0, per_mvalue=40.0),
+    # The reference (cells, not spots; signatures read from the guide, posterior: quantiles):
+    # fitted on 960-12 000 cells x 1 000-3 000 genes; posterior samples would cost far more.
+    "c2l_reference": Model(base=790, per_kspot=44.0, per_mvalue=0.0, per_kgene=119.0),
     # Plus dense spots x genes copies (DENSE_COPIES): cell2location holds the whole section.
     "c2l_map": Model(base=770, per_kspot=0.0, per_mvalue=0.0),
 }
@@ -111,7 +114,7 @@ def predict_mem_mb(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int
     copies)."""
     model = MEMORY[JOINT.get(rule, rule)]
     dense = DENSE_COPIES.get(rule, 0) * n_obs * n_vars * 8 / 2**20
-    mb = (model(n_obs, n_values) + dense) * MARGIN
+    mb = (model(n_obs, n_values, n_vars) + dense) * MARGIN
     return int(math.ceil(mb / 100) * 100)
 
 

@@ -51,7 +51,7 @@ localrules:
 rule multiqc:
     input:
         # Every section's final files: the report covers a finished batch. (An incomplete run
-        # gets it from the run-end handler, for the sections there are: common.smk.)
+        # gets it from the run-end handler, for the sections there are: run_summary.smk.)
         sections=final_outputs(),
     output:
         report(

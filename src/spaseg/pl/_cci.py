@@ -9,7 +9,8 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from ..tl._lr import ALL, top_pairs
+from ..tl._lr_data import ALL
+from ..tl._lr_tables import top_pairs
 from ._plots import _spot_size, _tissue_axes, _xy, spatial
 
 

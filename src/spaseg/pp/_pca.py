@@ -22,8 +22,9 @@ def normalize_pca(
     scale: bool = False,
     seed: int = 0,
     sample: str | None = None,
-) -> AnnData:
-    """Normalise counts, log-transform and compute principal components, in place.
+    copy: bool = False,
+) -> AnnData | None:
+    """Normalise counts, log-transform and compute principal components.
 
     Parameters
     ----------
@@ -39,11 +40,13 @@ def normalize_pca(
         Random state of the PCA solver.
     sample
         Sample id, used in error messages.
+    copy
+        Return a modified copy instead of writing to ``adata``.
 
     Returns
     -------
-    ``adata`` with raw counts in ``layers["counts"]``, log-normalised ``X``,
-    ``obsm["X_pca"]`` and ``uns["pca"]``.
+    ``None``, or with ``copy`` the modified copy. Sets raw counts in ``layers["counts"]``,
+    log-normalised ``X``, ``obsm["X_pca"]`` and ``uns["pca"]``.
 
     Raises
     ------
@@ -57,6 +60,7 @@ def normalize_pca(
             sample=sample,
             field="pca.n_comps",
         )
+    adata = adata.copy() if copy else adata
     limit = min(adata.n_obs, adata.n_vars) - 1
     if n_comps > limit:
         log.warning("n_comps=%d is more than the data allow; using %d", n_comps, limit)
@@ -81,7 +85,7 @@ def normalize_pca(
         target_sum="median" if target_sum is None else target_sum,
         scale=scale,
     )
-    return adata
+    return adata if copy else None
 
 
 def _target_sum(X, target_sum: float | None, sample: str | None) -> float:

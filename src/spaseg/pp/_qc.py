@@ -40,7 +40,8 @@ def qc(
     detected_quantile: float = 0.0,
     allow_empty: bool = False,
     sample: str | None = None,
-) -> AnnData:
+    copy: bool = False,
+) -> AnnData | None:
     """Compute QC metrics and filter spots and genes.
 
     Follows SpaSEG's preprocessing: genes must be detected in ``min_spots_per_gene`` spots;
@@ -64,10 +65,13 @@ def qc(
         Stereo-seq).
     sample
         Sample id, used in error messages.
+    copy
+        Return a filtered copy instead of filtering ``adata`` in place.
 
     Returns
     -------
-    A filtered copy with ``obs["n_genes_by_counts"]``, ``obs["total_counts"]``,
+    ``None``, or with ``copy`` the filtered copy. Sets ``obs["n_genes_by_counts"]``,
+    ``obs["total_counts"]``,
     ``obs["pct_counts_mt"]``, ``var["mt"]``, ``var["n_cells_by_counts"]`` and ``uns["qc"]``
     (thresholds and how many spots and genes each removed).
 
@@ -78,7 +82,7 @@ def qc(
         leave no spots or no genes.
     """
     _check_input(adata, sample)
-    adata = adata.copy()
+    adata = adata.copy() if copy else adata
     adata.var["mt"] = _mito_mask(adata)
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True)
     obs = adata.obs
@@ -105,7 +109,7 @@ def qc(
             sample=sample,
             field=f"qc.{worst}",
         )
-    adata = adata[keep].copy()
+    adata._inplace_subset_obs(keep)  # as scanpy's filters do: no second copy of X
 
     genes_ok = np.asarray((adata.X > 0).sum(axis=0)).ravel() >= min_spots_per_gene
     removed["min_spots_per_gene"] = int((~genes_ok).sum())
@@ -115,7 +119,7 @@ def qc(
             sample=sample,
             field="qc.min_spots_per_gene",
         )
-    adata = adata[:, genes_ok].copy()
+    adata._inplace_subset_var(genes_ok)
 
     adata.uns["qc"] = {
         "thresholds": {
@@ -130,4 +134,4 @@ def qc(
         "n_genes": adata.n_vars,
     }
     log.info("QC kept %d spots x %d genes (removed: %s)", adata.n_obs, adata.n_vars, removed)
-    return adata
+    return adata if copy else None

@@ -84,6 +84,7 @@ def align(
     smoothness: float = 1.0,
     angle_step: float = 6.0,
     group: str | None = None,
+    key_added: str = "spatial",
     copy: bool = False,
 ) -> AnnData | None:
     """Register serial sections into the frame of the first and stack them along z.
@@ -120,13 +121,17 @@ def align(
         Rotation grid of the global search, in degrees.
     group
         Group name, for messages.
+    key_added
+        Prefix of the ``obsm`` keys written (``"spatial"``: ``obsm["spatial_aligned"]`` and
+        ``obsm["spatial_3d"]``), so that another alignment can sit beside the first; the
+        plots take them as ``basis``. ``uns["align"]`` describes the latest alignment.
     copy
         Return a modified copy instead of writing to ``adata``.
 
     Returns
     -------
-    Sets ``obsm["spatial_aligned"]`` (x, y in the first section's frame),
-    ``obsm["spatial_3d"]`` (x, y, z) and ``uns["align"]``: ``samples`` (the order),
+    Sets ``obsm[key_added + "_aligned"]`` (x, y in the first section's frame),
+    ``obsm[key_added + "_3d"]`` (x, y, z) and ``uns["align"]``: ``samples`` (the order),
     ``reference``, ``z``, and per section the rigid transform ``matrix`` (2 x 2) and
     ``offset`` (``aligned = spatial @ matrix.T + offset`` before any non-rigid step),
     ``rotation_deg``, ``reflection``, ``score`` (kernel correlation per spot) and, with
@@ -172,9 +177,9 @@ def align(
             name, prev, rigid.rotation_deg, " (mirrored)" if rigid.reflection else "", rigid.score,
         )  # fmt: skip
 
-    adata.obsm["spatial_aligned"] = aligned
+    adata.obsm[f"{key_added}_aligned"] = aligned
     z_of = dict(zip(order, zs, strict=True))
-    adata.obsm["spatial_3d"] = np.column_stack([aligned, [z_of[s] for s in labels]])
+    adata.obsm[f"{key_added}_3d"] = np.column_stack([aligned, [z_of[s] for s in labels]])
     adata.uns["align"] = {
         "samples": np.asarray(order),
         "reference": order[0],
@@ -190,6 +195,7 @@ def align(
             "reflection": reflection,
             "nonrigid": nonrigid,
             "angle_step": angle_step,
+            "key_added": key_added,
         },
         "time_s": time.perf_counter() - start,
     }

@@ -129,7 +129,7 @@ class _SectionBatch:
 
 
 def _section_batch(
-    adata: AnnData, rep: np.ndarray, grid: Grid, sample_key: str | None
+    adata: AnnData, pcs: np.ndarray, grid: Grid, sample_key: str | None
 ) -> _SectionBatch:
     """Standardise each section's PCs, lay each out as an image, pad them to one size."""
     samples, members = sections(adata, sample_key)
@@ -138,10 +138,10 @@ def _section_batch(
         section = adata if sample_key is None else adata[spots]
         layout = spot_image(section, grid=grid)
         layouts.append(layout)
-        images.append(layout.to_image(_standardise(rep[spots])))
+        images.append(layout.to_image(_standardise(pcs[spots])))
     height = max(lay.shape[0] for lay in layouts)
     width = max(lay.shape[1] for lay in layouts)
-    image = np.zeros((len(layouts), rep.shape[1], height, width), dtype=np.float32)
+    image = np.zeros((len(layouts), pcs.shape[1], height, width), dtype=np.float32)
     mask = np.zeros((len(layouts), 1, height, width), dtype=np.float32)
     pixels, edges = [], []
     spot_pixel = np.empty(adata.n_obs, dtype=np.int64)
@@ -186,6 +186,25 @@ class _Stop:
     stable_tol: float
 
 
+@dataclass(frozen=True)
+class _Training:
+    """How every run of one call trains (all but its seed): network width, optimiser, loss
+    weights, when to stop, and how often to log."""
+
+    hidden: int
+    lr: float
+    weight_decay: float
+    alpha: float  # cross-entropy weight
+    beta: float  # spatial-continuity weight
+    stop: _Stop
+    log_every: int
+
+    def params(self) -> dict:
+        """The settings as ``uns["spaseg"]["params"]`` records them."""
+        network = ("hidden", "lr", "weight_decay", "alpha", "beta")
+        return {**{k: getattr(self, k) for k in network}, **vars(self.stop)}
+
+
 @dataclass
 class _RunResult:
     logits: np.ndarray  # (n_pixels, K) float64
@@ -219,13 +238,7 @@ def _train_run(
     edges: torch.Tensor,
     *,
     seed: int,
-    hidden: int,
-    lr: float,
-    weight_decay: float,
-    alpha: float,
-    beta: float,
-    stop: _Stop,
-    log_every: int,
+    training: _Training,
     run_name: str,
 ) -> _RunResult:
     """Train one network; return its tissue logits and how it stopped.
@@ -242,15 +255,16 @@ def _train_run(
     of the pixels changed label over the last ``stop.stable_window`` iterations, with at least
     ``n_domains`` labels left for KMeans), or until ``stop.max_iter`` iterations in all.
     """
+    stop, alpha, beta = training.stop, training.alpha, training.beta
     torch.manual_seed(seed)
     n_in = image.shape[1]
     n_out = max(n_in, stop.n_domains)
     if n_out > 255:
         raise InputError(f"at most 255 output channels, got {n_out}.", field="n_domains")
-    model = SpaSEGNet(n_in, hidden, n_out).to(image.device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model = SpaSEGNet(n_in, training.hidden, n_out).to(image.device)
+    opt = torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     target_in = _tissue(image, pixels)  # (n_pixels, n_in)
-    progress = _Progress(run_name, log_every)
+    progress = _Progress(run_name, training.log_every)
     n_labels, reason = -1, "max_iter"
     warmup_done = 0 if stop.warmup_iter == 0 else None
     window: list[torch.Tensor] = []  # the argmax of the last stable_window iterations
@@ -454,6 +468,99 @@ def _refine(
     return refined
 
 
+def _training_runs(
+    batch: _SectionBatch, training: _Training, run_seeds: np.ndarray, dev: torch.device
+) -> list[_RunResult]:
+    """Step 2 of :func:`spaseg`: one training run per seed on the section image."""
+    image = torch.from_numpy(batch.image).to(dev)
+    mask = torch.from_numpy(batch.mask).to(dev)
+    pixels = torch.from_numpy(batch.pixels).to(dev)
+    edges = torch.from_numpy(batch.edges).to(dev)
+    results = []
+    for r, run_seed in enumerate(run_seeds.tolist()):
+        name = f"run {r + 1}/{len(run_seeds)}"
+        result = _train_run(
+            image, mask, pixels, edges, seed=run_seed, training=training, run_name=name
+        )
+        results.append(result)
+        log.info(
+            "%s: %d iterations (%d warm-up), stopped on %s with %d argmax labels",
+            name,
+            result.iterations,
+            result.warmup_iterations,
+            result.reason,
+            result.n_labels,
+        )
+    return results
+
+
+@dataclass
+class _Consensus:
+    """What the runs agree on, per image pixel."""
+
+    labels: np.ndarray  # the consensus label of each pixel
+    runs: np.ndarray  # (runs, pixels) each run's labels, matched to n_domains
+    n_domains: int  # asked for, or chosen by "auto"
+    n_found: int  # distinct labels of the consensus (fewer only for too alike spots)
+    best: int  # the run closest to the consensus
+    k_scores: dict[int, float] | None  # stability of each k ("auto" only)
+
+
+def _consensus(
+    logits: list[np.ndarray],
+    n_domains: int | None,
+    k_range: tuple[int, int],
+    run_seeds: np.ndarray,
+    seed: int,
+) -> _Consensus:
+    """Step 3 of :func:`spaseg`: each run's labels at ``n_domains`` (``None``: the number the
+    runs agree on best within ``k_range``), then their co-association consensus."""
+    k_scores = None
+    if n_domains is None:
+        n_domains, k_scores, runs = _choose_k(logits, k_range, run_seeds)
+        log.info("n_domains auto: %d (stability per k: %s)", n_domains, k_scores)
+    else:
+        runs = np.stack(
+            [_run_labels(lg, n_domains, int(rs)) for lg, rs in zip(logits, run_seeds, strict=True)]
+        )
+    labels = consensus_labels(runs, n_domains, seed=seed) if len(runs) > 1 else runs[0]
+    best = int(np.argmax([adjusted_rand_score(labels, lab) for lab in runs]))
+    n_found = int(labels.max()) + 1
+    if n_found != n_domains:
+        log.warning(
+            "found %d domains instead of %d: fewer distinct spot profiles than domains, "
+            "KMeans could not split them.",
+            n_found,
+            n_domains,
+        )
+    return _Consensus(labels, runs, n_domains, n_found, best, k_scores)
+
+
+def _spot_domains(
+    adata: AnnData,
+    batch: _SectionBatch,
+    found: _Consensus,
+    refine_neighbors: int,
+    sample_key: str | None,
+    logits: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4 of :func:`spaseg`: each spot's domain (its pixel's, refined by the majority of
+    its neighbours) and confidence: the share of runs that agree with it; with one run, how far
+    the spot's logits sit from the boundary between its cluster and the next (centroid
+    margin)."""
+    spot = batch.spot_pixel
+    spot_labels = found.labels[spot]
+    if refine_neighbors:
+        spot_labels = _refine(
+            adata, batch, spot_labels, found.n_found, refine_neighbors, sample_key
+        )
+    if len(found.runs) > 1:
+        confidence = agreement(found.runs[:, spot], spot_labels)
+    else:
+        confidence = centroid_margin(logits[0][spot], spot_labels)
+    return spot_labels, confidence
+
+
 def spaseg(
     adata: AnnData,
     *,
@@ -480,6 +587,7 @@ def spaseg(
     use_rep: str = "X_pca",
     n_pcs: int | None = None,
     key_added: str = "domain",
+    embedding_key: str = "spaseg",
     sample_key: str | None = None,
     deterministic: bool = True,
     log_every: int = 100,
@@ -553,7 +661,11 @@ def spaseg(
     use_rep, n_pcs
         Representation to segment, and how many of its leading columns to use.
     key_added
-        ``obs`` column for the labels.
+        ``obs`` column for the labels (and ``key_added + "_confidence"``).
+    embedding_key
+        Where the rest goes: ``obsm[embedding_key + "_embedding"]``,
+        ``obsm[embedding_key + "_runs"]`` and ``uns[embedding_key]``, so that a second call with
+        other settings (and another ``key_added``) can sit beside the first.
     sample_key
         ``obs`` column naming each spot's section. The sections are segmented jointly, as
         in the reference's multi-slice mode: each section's PCs are standardised on their
@@ -573,7 +685,7 @@ def spaseg(
     with the consensus; with a single run the centroid margin of its logits, 0 midway between
     two domains), ``obsm["spaseg_embedding"]``
     (logits of the run closest to the consensus), ``obsm["spaseg_runs"]`` (labels of each run)
-    and ``uns["spaseg"]`` (parameters, seed, iterations, device and its name, threads, library
+    and ``uns["spaseg"]`` (with the default ``embedding_key``; parameters, seed, iterations, device and its name, threads, library
     versions, timing; with ``sample_key``
     also ``samples`` and ``section_shapes``, and ``image_shape`` is the padded size).
     """
@@ -592,31 +704,28 @@ def spaseg(
     start = time.perf_counter()
     dev = resolve_device(device)
 
-    rep = np.asarray(adata.obsm[use_rep], dtype=np.float64)[:, :n_pcs]
-    batch = _section_batch(adata, rep, grid, sample_key)
+    # 1. The image: each section's PCs as channels, one pixel per spot.
+    pcs = np.asarray(adata.obsm[use_rep], dtype=np.float64)[:, :n_pcs]
+    batch = _section_batch(adata, pcs, grid, sample_key)
     if n_train > batch.n_pixels:
         raise InputError(
             f"n_domains={n_train} is larger than the number of image pixels ({batch.n_pixels}).",
             sample=sample,
             field="n_domains",
         )
-    image = torch.from_numpy(batch.image).to(dev)
-    mask = torch.from_numpy(batch.mask).to(dev)
-    pixels = torch.from_numpy(batch.pixels).to(dev)
-    edges = torch.from_numpy(batch.edges).to(dev)
-
+    # 2. Independent training runs, each from its own seed.
     stop = _Stop(
         max_iter=max_iter,
         warmup_iter=warmup_iter,
         warmup_tol=warmup_tol,
         warmup_tile=warmup_tile or 0,
-        stop_labels=_stop_labels(n_train, n_out=max(rep.shape[1], n_train), margin=stop_margin),
+        stop_labels=_stop_labels(n_train, n_out=max(pcs.shape[1], n_train), margin=stop_margin),
         n_domains=n_train,
         stable_window=stable_window,
         stable_tol=stable_tol,
     )
-    settings = dict(
-        hidden=hidden or rep.shape[1], lr=lr, weight_decay=weight_decay, alpha=alpha, beta=beta
+    training = _Training(
+        hidden or pcs.shape[1], lr, weight_decay, alpha, beta, stop=stop, log_every=log_every
     )
     runs_used = _n_runs(n_runs, batch.n_pixels, consensus_pixels)
     if auto:
@@ -630,82 +739,34 @@ def spaseg(
             consensus_pixels,
         )
     run_seeds = np.random.SeedSequence(seed).generate_state(runs_used) % 2**31
-    results = []
     with _deterministic(deterministic):
-        for r, run_seed in enumerate(run_seeds.tolist()):
-            name = f"run {r + 1}/{runs_used}"
-            result = _train_run(
-                image,
-                mask,
-                pixels,
-                edges,
-                seed=run_seed,
-                stop=stop,
-                log_every=log_every,
-                run_name=name,
-                **settings,
-            )
-            results.append(result)
-            log.info(
-                "%s: %d iterations (%d warm-up), stopped on %s with %d argmax labels",
-                name,
-                result.iterations,
-                result.warmup_iterations,
-                result.reason,
-                result.n_labels,
-            )
-    run_logits = [r.logits for r in results]
-    k_scores = None
-    if auto:
-        n_domains, k_scores, runs = _choose_k(run_logits, k_range, run_seeds)
-        log.info("n_domains auto: %d (stability per k: %s)", n_domains, k_scores)
-    else:
-        runs = np.stack(
-            [
-                _run_labels(lg, n_domains, int(rs))
-                for lg, rs in zip(run_logits, run_seeds, strict=True)
-            ]
-        )
-    labels = consensus_labels(runs, n_domains, seed=seed) if runs_used > 1 else runs[0]
-    best = int(np.argmax([adjusted_rand_score(labels, lab) for lab in runs]))
-    n_found = int(labels.max()) + 1
-    if n_found != n_domains:
-        log.warning(
-            "found %d domains instead of %d: fewer distinct spot profiles than domains, "
-            "KMeans could not split them.",
-            n_found,
-            n_domains,
-        )
-
-    spot = batch.spot_pixel
-    spot_labels = labels[spot]
-    if refine_neighbors:
-        spot_labels = _refine(adata, batch, spot_labels, n_found, refine_neighbors, sample_key)
-
-    # Confidence: the share of runs that agree with the final label; with one run, how far a
-    # spot's logits sit from the boundary between its cluster and the next (centroid margin).
-    if runs_used > 1:
-        confidence = agreement(runs[:, spot], spot_labels)
-    else:
-        confidence = centroid_margin(run_logits[0][spot], spot_labels)
-
+        results = _training_runs(batch, training, run_seeds, dev)
+    # 3. Their consensus: n_domains labels (or the number the runs agree on best).
+    found = _consensus(
+        [r.logits for r in results], n_domains if not auto else None, k_range, run_seeds, seed
+    )
+    # 4. Back to the spots: neighbour-majority refinement, and each spot's confidence.
+    spot_labels, confidence = _spot_domains(
+        adata, batch, found, refine_neighbors, sample_key, [r.logits for r in results]
+    )
+    # 5. Into the AnnData.
     adata.obs[key_added] = pd.Categorical(
-        spot_labels.astype(str), categories=[str(k) for k in range(n_found)]
+        spot_labels.astype(str), categories=[str(k) for k in range(found.n_found)]
     )
     adata.obs[f"{key_added}_confidence"] = confidence.astype(np.float32)
-    adata.obsm["spaseg_embedding"] = run_logits[best][spot].astype(np.float32)
-    adata.obsm["spaseg_runs"] = runs.T[spot].astype(np.int16)
-    adata.uns["spaseg"] = {
+    spot = batch.spot_pixel
+    adata.obsm[f"{embedding_key}_embedding"] = results[found.best].logits[spot].astype(np.float32)
+    adata.obsm[f"{embedding_key}_runs"] = found.runs.T[spot].astype(np.int16)
+    info = adata.uns[embedding_key] = {
         "params": {
-            **settings,
-            **vars(stop),
-            "n_domains": n_domains,
+            **training.params(),
+            "n_domains": found.n_domains,
             "n_runs": n_runs,
             "refine_neighbors": refine_neighbors,
             "consensus_pixels": consensus_pixels or 0,
             "grid": "+".join(dict.fromkeys(lay.grid for lay in batch.layouts)),
             "use_rep": use_rep,
-            "n_pcs": rep.shape[1],
+            "n_pcs": pcs.shape[1],
             "sample_key": sample_key or "",
         },
         "seed": seed,
@@ -713,7 +774,7 @@ def spaseg(
         "device": str(dev),
         **_environment(dev, deterministic),
         "n_runs_used": runs_used,
-        "n_domains_found": n_found,
+        "n_domains_found": found.n_found,
         "iterations": np.asarray([r.iterations for r in results]),
         "warmup_iterations": np.asarray([r.warmup_iterations for r in results]),
         "labels_at_stop": np.asarray([r.n_labels for r in results]),
@@ -722,13 +783,13 @@ def spaseg(
         "n_pixels": batch.n_pixels,
         "time_s": time.perf_counter() - start,
     }
-    if k_scores is not None:
-        adata.uns["spaseg"]["k_scores"] = pd.DataFrame(
-            {"n_domains": list(k_scores), "stability": list(k_scores.values())}
+    if found.k_scores is not None:
+        info["k_scores"] = pd.DataFrame(
+            {"n_domains": list(found.k_scores), "stability": list(found.k_scores.values())}
         )
-        adata.uns["spaseg"]["params"]["k_range"] = np.asarray(k_range)
-        adata.uns["spaseg"]["params"]["n_domains_auto"] = True
+        info["params"]["k_range"] = np.asarray(k_range)
+        info["params"]["n_domains_auto"] = True
     if sample_key is not None:
-        adata.uns["spaseg"]["samples"] = np.asarray(batch.samples)
-        adata.uns["spaseg"]["section_shapes"] = np.asarray([lay.shape for lay in batch.layouts])
+        info["samples"] = np.asarray(batch.samples)
+        info["section_shapes"] = np.asarray([lay.shape for lay in batch.layouts])
     return adata if copy else None

@@ -108,7 +108,7 @@ def svg(
     key_added: str = "svg",
     sample: str | None = None,
     copy: bool = False,
-) -> pd.DataFrame:
+) -> pd.DataFrame | None:
     """Spatially variable genes: domain-specific (Wilcoxon, filtered) and global (Moran's I).
 
     For each domain, every gene is tested in the domain's spots against all other spots with
@@ -184,11 +184,12 @@ def svg(
     sample
         Sample id, for error messages.
     copy
-        Leave ``adata`` unchanged and only return the table.
+        Leave ``adata`` unchanged and return the table (as squidpy's tools that compute a
+        table do); ``False``: write it (see ``key_added``) and return ``None``.
 
     Returns
     -------
-    One row per gene and domain, sorted by domain and then by decreasing Wilcoxon z-score:
+    ``None``, or with ``copy`` the table. One row per gene and domain, sorted by domain and then by decreasing Wilcoxon z-score:
     ``gene``, ``symbol``, ``domain``, ``log2fc``, ``pval``, ``padj``, ``in_frac``,
     ``out_frac``, ``morans_i``, ``morans_padj``, ``passes`` (domain-specific SVG), then
     ``fails`` (comma-separated filters the gene fails, named as the columns of
@@ -243,7 +244,7 @@ def svg(
         }  # fmt: skip
         for column in moran:
             adata.var[column] = moran[column].to_numpy()
-    return table
+    return table if copy else None
 
 
 def _domain_labels(adata: AnnData, groupby: str, sample: str | None) -> pd.Categorical:
