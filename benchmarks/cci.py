@@ -487,14 +487,21 @@ def shuffled(adata: ad.AnnData, rng: np.random.Generator) -> ad.AnnData:
     return out
 
 
-def null_row(name: str, pairs: pd.DataFrame) -> dict:
+def null_row(name: str, lr: ad.AnnData) -> dict:
+    """The domain-level tests (``lr_pairs``) and the boundary tests (``lr_domain_pairs``, the
+    rows tested) of one run on null data."""
     from scipy import stats
 
+    pairs = lr.uns["lr_pairs"]
     p = pairs["pval"].to_numpy()
+    edges = lr.uns["lr_domain_pairs"].dropna(subset=["pval"])
     return {
         "data": name, "tests": len(p), "share p < 0.05": float(np.mean(p < 0.05)),
         "KS p (uniform)": float(stats.kstest(p, "uniform").pvalue),
         "min p": float(p.min()), "any padj < 0.05": bool((pairs["padj"] < 0.05).any()),
+        "boundary tests": len(edges),
+        "boundary share p < 0.05": float(np.mean(edges["pval"] < 0.05)) if len(edges) else np.nan,
+        "boundary any padj < 0.05": bool((edges["padj"] < 0.05).any()),
     }  # fmt: skip
 
 
@@ -513,7 +520,7 @@ def calibration(out: Path, quick: bool) -> bool:
             lr = lr_scores(
                 shuffled(sim, rng), resource.drop_duplicates(), n_background=1000, seed=k
             )
-            rows.append(null_row(f"simulated, shuffle {k}", lr.uns["lr_pairs"]))
+            rows.append(null_row(f"simulated, shuffle {k}", lr))
     print(f"\n## calibration: {n_sim} shuffled simulated sections ({m.seconds:.0f} s)")
     path = SHARED / "dlpfc" / "151673.h5ad"
     if path.is_file():
@@ -523,7 +530,7 @@ def calibration(out: Path, quick: bool) -> bool:
         normalise(adata)
         for k in range(1 if quick else 3):
             lr = lr_scores(shuffled(adata, rng), "consensus", n_background=REAL_BACKGROUND, seed=k)
-            rows.append(null_row(f"DLPFC 151673, shuffle {k}", lr.uns["lr_pairs"]))
+            rows.append(null_row(f"DLPFC 151673, shuffle {k}", lr))
     result = pd.DataFrame(rows)
     print(table(result.round(4).to_dict("records")))
     sim_rows = result[result["data"].str.startswith("simulated")]

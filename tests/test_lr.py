@@ -483,3 +483,36 @@ def test_spot_level_padj_is_one_family_over_spots_and_pairs(simulated):
     found = np.ones(lr.shape)
     found[padj.nonzero()] = 10.0**-padj.data
     np.testing.assert_allclose(found, expected, rtol=1e-3)
+
+
+def test_no_spatial_association_gives_uniform_domain_pvalues_at_the_top_of_a_bin():
+    """Expression with no spatial structure, and a resource made of the most expressed gene of
+    each expression bin: a pair's score then beats most random pairs of its bins on expression
+    alone. The tests compare scores relative to their genes' expression (``_Expected``), so
+    the p-values stay near uniform instead of piling up below 0.05."""
+    rng = np.random.default_rng(7)
+    side, n_genes = 30, 300
+    rows, cols = np.divmod(np.arange(side * side), side)
+    rate = rng.gamma(0.6, 1.0, n_genes)  # gene means spread over two orders of magnitude
+    counts = rng.poisson(rate, (side * side, n_genes)).astype(np.float32)
+    adata = ad.AnnData(
+        sparse.csr_matrix(np.log1p(counts)),
+        obs=pd.DataFrame(
+            {"array_row": rows, "array_col": cols, "domain": (rows * 3 // side).astype(str)},
+            index=[f"s{i}" for i in range(side * side)],
+        ),
+        var=pd.DataFrame(index=[f"G{g}" for g in range(n_genes)]),
+    )
+    means = np.asarray(np.sqrt(adata.X).mean(axis=0)).ravel()
+    edges = np.quantile(means, np.linspace(0, 1, 11)[1:-1])
+    top = [np.flatnonzero(np.searchsorted(edges, means, side="right") == b) for b in range(10)]
+    top = [g[np.argsort(means[g])[-3:]] for g in top]  # three most expressed of each bin
+    genes = np.concatenate(top)
+    pairs = pd.DataFrame(
+        [(f"G{a}", f"G{b}") for a in genes for b in genes if a != b][::7],
+        columns=["ligand", "receptor"],
+    )
+    lr = lr_scores(adata, pairs, n_background=200, min_spots=1, seed=1)
+    p = lr.uns["lr_pairs"]["pval"].to_numpy()
+    assert len(p) > 100
+    assert np.mean(p < 0.05) < 0.1 and 0.35 < np.median(p) < 0.65, (np.mean(p < 0.05), np.median(p))

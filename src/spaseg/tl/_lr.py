@@ -11,17 +11,19 @@ product ``W @ S`` serves every ligand and receptor, then each pair is two column
 element-wise products. Spots are processed in chunks so that memory stays bounded.
 
 Significance follows the reference: a pair is compared with random expression-matched gene
-pairs (:mod:`spaseg.tl._lr_null`). Spot level: empirical
-p of the score against the background's scores at that spot; BH over every spot and pair at
-once (one family: with a few hundred draws only pairs strong in many spots survive it).
-Domain level: the domain's mean score against the background pairs' domain means (``"all"``:
-the whole section); across domains: the mean over neighbour edges from one domain (ligand) into
-another (receptor) against the background pairs' same means, computed on the boundary spots
-only. Both are empirical where at least 10 background pairs reach the statistic and from a
-generalised Pareto fit to the background's tail beyond, so p-values far below
-``1 / (n_background + 1)`` are reachable; BH runs over every pair and domain of a table at once
-(:mod:`spaseg.tl._lr_tables`). The resource and its matching to the data:
-:mod:`spaseg.tl._lr_data`; squidpy's ``ligrec`` beside it: :mod:`spaseg.tl._ligrec`.
+pairs (:mod:`spaseg.tl._lr_null`). Spot level: empirical p of the score against the
+background's scores at that spot; BH over every spot and pair at once (one family: with a few
+hundred draws only pairs strong in many spots survive it). Domain level: the domain's mean
+score against the background pairs' domain means (``"all"``: the whole section); across
+domains: the mean over neighbour edges from one domain (ligand) into another (receptor) against
+the background pairs' same means, computed on the boundary spots only. Both compare each
+statistic relative to what its genes' expression alone gives (the product of their
+section-wide mean sqrt-expression, ``_lr_tables._Expected``), and are empirical where at
+least 10 background pairs reach it, from a generalised Pareto fit to the background's tail
+beyond, so p-values far below ``1 / (n_background + 1)`` are reachable; BH runs over every
+pair and domain of a table at once (:mod:`spaseg.tl._lr_tables`). The resource and its
+matching to the data: :mod:`spaseg.tl._lr_data`; squidpy's ``ligrec`` beside it:
+:mod:`spaseg.tl._ligrec`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,14 @@ from ._lr_data import (
     load_resource,
 )
 from ._lr_null import _Background, _bh_grouped, _count_at_least, _draw_background, _expression_bins
-from ._lr_tables import _assemble, _Counts, _domain_pairs_table, _domain_table, _Result
+from ._lr_tables import (
+    _assemble,
+    _Counts,
+    _domain_pairs_table,
+    _domain_table,
+    _Expected,
+    _Result,
+)
 
 log = logging.getLogger("spaseg")
 
@@ -415,12 +424,19 @@ def _score_all(
         np.bincount(spot_domain[padj.data < alpha], minlength=n_flat).reshape(n_dom, n_pairs),
     )
     n_edges = (onehot @ graph @ onehot.T).toarray()
+    means = _col_means(sqrt_all)
+    expected = _Expected(
+        means[pairs.ligand] * means[pairs.receptor],
+        means[background.ligand] * means[background.receptor],
+    )
     return _Result(
         scores,
         _neglog10(pvals),
         _neglog10(padj),
-        _domain_table(pairs, domains, counts, background),
-        _domain_pairs_table(pairs, domains, edge_sum, background_edge_sum, n_edges, background),
+        _domain_table(pairs, domains, counts, background, expected),
+        _domain_pairs_table(
+            pairs, domains, edge_sum, background_edge_sum, n_edges, background, expected
+        ),
     )
 
 

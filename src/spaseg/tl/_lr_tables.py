@@ -44,16 +44,37 @@ class _Counts:
         return _Counts(*(np.r_[a, a.sum(axis=0, keepdims=True)] for a in vars(self).values()))
 
 
+@dataclass(frozen=True)
+class _Expected:
+    """What each pair's score would be without any spatial association of its genes: the
+    product of their section-wide mean sqrt-expression (the score's neighbour mean then
+    averages to the section mean). The tests compare score / expected, not the score itself:
+    expression bins are coarse, so a pair near the top of its bin would otherwise beat most
+    background pairs of the bin on expression alone (DLPFC calibration, RESULTS.md)."""
+
+    pairs: np.ndarray  # per resource pair
+    background: np.ndarray  # per background pair
+
+
 def _domain_table(
-    pairs: _Pairs, domains: _Domains, counts: _Counts, background: _Background
+    pairs: _Pairs,
+    domains: _Domains,
+    counts: _Counts,
+    background: _Background,
+    expected: _Expected,
 ) -> pd.DataFrame:
-    """Per pair and domain (and the whole section): mean score against the background's."""
+    """Per pair and domain (and the whole section): mean score against the background's,
+    each relative to what its genes' expression alone gives (:class:`_Expected`)."""
     names = domains.names
     if domains.labelled:
         counts, names = counts.with_total(), [*names, ALL]
     mean = counts.score / counts.size[:, None]  # (domains, pairs)
+    null = counts.background / counts.size[:, None]
     pval, z = _empirical(
-        mean, counts.background / counts.size[:, None], background.pair_stratum, background.n
+        mean / expected.pairs,
+        null / expected.background,
+        background.pair_stratum,
+        background.n,
     )
     n_dom, n_pairs = mean.shape
     table = pd.DataFrame(
@@ -86,9 +107,11 @@ def _domain_pairs_table(
     background_edge_sum: np.ndarray,
     n_edges: np.ndarray,
     background: _Background,
+    expected: _Expected,
 ) -> pd.DataFrame:
     """Per pair, sender and receiver domain: mean edge score; across two domains, also its
-    z-score, empirical p and BH padj (per domain pair) against the background pairs'."""
+    z-score, empirical p and BH padj (per domain pair) against the background pairs', each
+    relative to what its genes' expression alone gives (:class:`_Expected`)."""
     n_dom, _, n_pairs = edge_sum.shape
     edges = n_edges[:, :, None]
     mean = np.divide(edge_sum, edges, out=np.zeros_like(edge_sum), where=edges > 0)
@@ -96,7 +119,10 @@ def _domain_pairs_table(
         background_edge_sum, edges, out=np.zeros_like(background_edge_sum), where=edges > 0
     )
     pval, z = _empirical(
-        mean.reshape(n_dom * n_dom, n_pairs), null, background.pair_stratum, background.n
+        mean.reshape(n_dom * n_dom, n_pairs) / expected.pairs,
+        null / expected.background,
+        background.pair_stratum,
+        background.n,
     )
     tested = ((n_edges >= MIN_EDGES) & ~np.eye(n_dom, dtype=bool)).ravel()
     pval[~tested], z[~tested] = np.nan, np.nan
