@@ -474,7 +474,7 @@ def test_boundaries_of_a_few_edges_are_not_tested(simulated):
 def test_spot_level_padj_is_one_family_over_spots_and_pairs(simulated):
     """frac_spots_significant counts spots that pass BH over every spot and pair at once."""
     adata, pairs = simulated
-    lr = lr_scores(adata, pairs, n_background=50, min_spots=3)
+    lr = lr_scores(adata, pairs, n_background=50, min_spots=3, alpha=0.99)
     p = sparse.csr_matrix(lr.layers["neglog10_pval"])
     p_all = np.ones(lr.shape)
     p_all[p.nonzero()] = 10.0**-p.data  # absent entries: score 0, p = 1
@@ -483,6 +483,15 @@ def test_spot_level_padj_is_one_family_over_spots_and_pairs(simulated):
     found = np.ones(lr.shape)
     found[padj.nonzero()] = 10.0**-padj.data
     np.testing.assert_allclose(found, expected, rtol=1e-3)
+    # frac_spots_significant: the share of each domain's spots whose padj < alpha.
+    table = lr.uns["lr_pairs"].set_index(["domain", "pair"])["frac_spots_significant"]
+    section = table.loc["all"].loc[lr.var_names].to_numpy()
+    np.testing.assert_allclose(section, (expected < 0.99).mean(axis=0), atol=1e-9)
+    assert section.max() > 0
+    for domain in lr.obs["domain"].cat.categories:
+        rows = (lr.obs["domain"] == domain).to_numpy()
+        share = (expected[rows] < 0.99).mean(axis=0)
+        np.testing.assert_allclose(table.loc[domain].loc[lr.var_names].to_numpy(), share)
 
 
 def test_no_spatial_association_gives_uniform_domain_pvalues_at_the_top_of_a_bin():

@@ -53,7 +53,7 @@ from ._lr_data import (
     _subset_pairs,
     load_resource,
 )
-from ._lr_null import _Background, _bh_grouped, _count_at_least, _draw_background, _expression_bins
+from ._lr_null import _Background, _count_at_least, _draw_background, _expression_bins
 from ._lr_tables import (
     _assemble,
     _Counts,
@@ -348,7 +348,10 @@ def _score_all(
     background_sum = np.zeros((n_dom, len(background.ligand)))
     edge_sum = np.zeros((n_dom, n_dom, n_pairs))
     background_edge_sum = np.zeros((n_dom, n_dom, len(background.ligand)))
-    scores, pvals = [], []
+    # Per chunk: the scores, and 1 + how many background scores reach each (p's numerator;
+    # never 0, so the sparse matrices keep every entry).
+    scores, exceed = [], []
+    count_histogram = np.zeros(background.n + 1, dtype=np.int64)
     step = _chunk_rows(max(n_pairs, len(background.ligand), sqrt_all.shape[1]), n_spots)
     for start in range(0, n_spots, step):
         rows = slice(start, min(start + step, n_spots))
@@ -373,8 +376,8 @@ def _score_all(
             background_scores.reshape(background.n_strata, background.n, n_rows), axis=1
         )
         count = _count_at_least(background_scores, background.pair_stratum[pair], spot, value)
-        p = ((1.0 + count) / (background.n + 1.0)).astype(np.float32)
-        for out, values in ((scores, value), (pvals, p)):
+        count_histogram += np.bincount(count, minlength=background.n + 1)
+        for out, values in ((scores, value), (exceed, (1 + count).astype(np.int32))):
             out.append(sparse.csr_matrix((values, (spot, pair)), (n_rows, n_pairs)))
 
         # Domain x domain: ligand at i (sender domain), receptor at neighbour j (receiver).
@@ -407,21 +410,21 @@ def _score_all(
             ).T
 
     scores = sparse.vstack(scores, format="csr")
-    pvals = sparse.vstack(pvals, format="csc")
-    # BH over every spot and pair at once (a zero score is p = 1): one family, so that a spot
-    # counted significant is one after correcting for every test of the layer.
-    pair = np.repeat(np.arange(n_pairs), np.diff(pvals.indptr))
-    padj = pvals.copy()
-    family = np.zeros(pvals.nnz, dtype=np.int64)
-    padj.data = _bh_grouped(pvals.data, family, n_spots * n_pairs).astype(np.float32)
-    spot_domain = codes[pvals.indices] * n_pairs + pair
-    n_flat = n_dom * n_pairs
+    exceed = sparse.vstack(exceed, format="csr")
+    # Spot level: p = (1 + count) / (n + 1). BH over every spot and pair at once (a zero score
+    # is p = 1): one family, so that a spot counted significant is one after correcting for
+    # every test of the layer. p takes only n + 1 values, so BH runs on their histogram: the
+    # same adjusted values as sorting every p, without holding sorted copies of them all.
+    p_of_count = ((1.0 + np.arange(background.n + 1)) / (background.n + 1.0)).astype(np.float32)
+    padj_of_count = _bh_of_histogram(p_of_count, count_histogram, n_spots * n_pairs)
+    significant = padj_of_count < alpha
+    nonzero, passing = _per_domain_counts(exceed, significant, codes, n_dom)
     counts = _Counts(
         np.bincount(codes, minlength=n_dom).astype(float),
         obs_sum,
         background_sum,
-        np.bincount(spot_domain, minlength=n_flat).reshape(n_dom, n_pairs).astype(float),
-        np.bincount(spot_domain[padj.data < alpha], minlength=n_flat).reshape(n_dom, n_pairs),
+        nonzero.astype(float),
+        passing,
     )
     n_edges = (onehot @ graph @ onehot.T).toarray()
     means = _col_means(sqrt_all)
@@ -431,8 +434,8 @@ def _score_all(
     )
     return _Result(
         scores,
-        _neglog10(pvals),
-        _neglog10(padj),
+        _neglog10_of_counts(exceed, p_of_count),
+        _neglog10_of_counts(exceed, padj_of_count.astype(np.float32)),
         _domain_table(pairs, domains, counts, background, expected),
         _domain_pairs_table(
             pairs, domains, edge_sum, background_edge_sum, n_edges, background, expected
@@ -457,9 +460,42 @@ def _edge_sums(link, sqrt_all, sqrt_h_all, sqrt_expr, sqrt_h, pairs, dom) -> np.
     return 0.5 * (edge @ dom)
 
 
-def _neglog10(p: sparse.spmatrix) -> sparse.csr_matrix:
-    """``-log10`` of the stored p-values; absent entries (p = 1) stay absent (0)."""
-    out = sparse.csr_matrix(p, dtype=np.float32)
-    out.data = -np.log10(out.data)
+def _bh_of_histogram(values: np.ndarray, histogram: np.ndarray, n_tests: int) -> np.ndarray:
+    """Benjamini-Hochberg adjusted value of each of a few sorted p-``values`` that
+    ``histogram`` counts (``n_tests`` tests in all; the untested are p = 1): the step-up
+    ``min over p' >= p of p' * n_tests / rank(p')``, ties ranked together, as a full sort
+    would give."""
+    rank = np.cumsum(histogram)
+    q = np.full(len(values), np.inf)
+    np.divide(values * float(n_tests), rank, out=q, where=rank > 0)
+    return np.minimum(np.minimum.accumulate(q[::-1])[::-1], 1.0)
+
+
+def _per_domain_counts(
+    exceed: sparse.csr_matrix, significant: np.ndarray, codes: np.ndarray, n_dom: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(domains, pairs): stored entries (scores > 0), and those whose count (``data - 1``) is
+    ``significant``; a block of spots at a time, so no per-entry index array is held whole."""
+    n_spots, n_pairs = exceed.shape
+    nonzero = np.zeros(n_dom * n_pairs, dtype=np.int64)
+    passing = np.zeros(n_dom * n_pairs, dtype=np.int64)
+    step = _chunk_rows(n_pairs, n_spots)
+    for start in range(0, n_spots, step):
+        block = exceed[start : start + step]
+        domain = np.repeat(codes[start : start + step], np.diff(block.indptr))
+        flat = domain * n_pairs + block.indices
+        nonzero += np.bincount(flat, minlength=n_dom * n_pairs)
+        passing += np.bincount(flat[significant[block.data - 1]], minlength=n_dom * n_pairs)
+    return nonzero.reshape(n_dom, n_pairs), passing.reshape(n_dom, n_pairs)
+
+
+def _neglog10_of_counts(exceed: sparse.csr_matrix, p_of_count: np.ndarray) -> sparse.csr_matrix:
+    """``-log10`` of each stored entry's p (looked up by its count, ``data - 1``); absent
+    entries (p = 1) stay absent (0), and so do entries whose p is 1."""
+    values = -np.log10(p_of_count)[exceed.data - 1]
+    # Copies of the index arrays: eliminate_zeros edits them in place, and they are exceed's.
+    out = sparse.csr_matrix(
+        (values, exceed.indices.copy(), exceed.indptr.copy()), shape=exceed.shape
+    )
     out.eliminate_zeros()
     return out
