@@ -142,6 +142,14 @@ def _scores(
     return out
 
 
+def _sqrt_col_means(x: sparse.csc_matrix, block: int = 256) -> np.ndarray:
+    """Column means of ``sqrt(x)``, a block of columns at a time: never a square-rooted copy
+    of the whole matrix."""
+    return np.concatenate(
+        [_col_means(x[:, k : k + block].sqrt()) for k in range(0, x.shape[1], block)]
+    )
+
+
 def _dense_t(m: sparse.spmatrix) -> np.ndarray:
     """``m.T`` as a C-contiguous dense array."""
     return m.T.tocsr().toarray()
@@ -268,9 +276,10 @@ def lr_scores(
     pairs = _reindex(pairs)
     log.info("L-R: %d pairs, %d entities, %d spots", len(pairs.table), entity.shape[1], x.shape[0])
 
-    sqrt_entity, sqrt_genes = entity.sqrt(), x.sqrt()
+    sqrt_entity = entity.sqrt()
+    del entity  # large sections: hold as few copies of the data as possible
     entity_bin, pools = _expression_bins(
-        _col_means(sqrt_entity), _col_means(sqrt_genes), min(n_bins, sqrt_genes.shape[1])
+        _col_means(sqrt_entity), _sqrt_col_means(x), min(n_bins, x.shape[1])
     )
     background = _draw_background(
         entity_bin, pools, pairs, n_background, np.random.default_rng(seed)
@@ -280,7 +289,8 @@ def lr_scores(
         np.r_[background.ligand, background.receptor], return_inverse=True
     )
     background.ligand, background.receptor = np.split(background_columns + sqrt_entity.shape[1], 2)
-    sqrt_all = sparse.hstack([sqrt_entity, sqrt_genes[:, genes]]).tocsr()
+    sqrt_all = sparse.hstack([sqrt_entity, x[:, genes].sqrt()]).tocsr()
+    del x, sqrt_entity
 
     graph = neighbour_graph(adata, rings=rings, radius=radius)
     result = _score_all(sqrt_all, graph, h, domains, pairs, background, alpha)
