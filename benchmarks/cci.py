@@ -627,9 +627,11 @@ def speed(out: Path, quick: bool) -> None:
     print(table(rows))
     last = rows[-1]
     wall, cpu = float(last["wall s"]), float(last["CPU s"])
-    n, limit_s, limit_mb = min(
-        SPEED_TARGETS, key=lambda target: abs(np.log(target[0] / last["spots"]))
-    )
+    reached = [t for t in SPEED_TARGETS if t[0] <= last["spots"]]
+    if not reached:
+        print(f"no target at {last['spots']} spots (targets from {SPEED_TARGETS[0][0]} spots)")
+        return
+    n, limit_s, limit_mb = reached[-1]
     ok = wall <= limit_s and last["peak MB"] <= limit_mb
     print(f"target at {n} spots x 1000 pairs: <= {limit_s} s wall and <= {limit_mb} MB; "
           f"at {last['spots']} x {last['pairs']}: {'met' if ok else 'NOT met'} ({wall:.0f} s "
