@@ -15,9 +15,12 @@ what was used. Target: measured <= predicted <= 2 x measured for every rule and 
 ``--fit`` prints, per rule, the least-squares line of peak MB on (spots, stored values) that
 ``spaseg._resources.MEMORY`` was set from (then rounded up with a margin). ``--gem`` adds
 Stereo-seq GEM files (rule bin, sized from the file) and ``--group`` a group of serial
-sections (the joint rules, sized with the per-section model of the same step).
+sections (the joint rules, sized with the per-section model of the same step). ``--c2l``
+runs cell2location on simulated sections and references (spots x genes x reference cells),
+``--cci`` rule cci, ``--multiqc`` MultiQC on batches of that many synthetic sections.
 
     .venv/bin/python benchmarks/resources.py --sizes --gem 200x150 400x300 --group 3x8000x2000
+    .venv/bin/python benchmarks/resources.py --sizes --multiqc 48 1000 5000
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from spaseg._resources import (  # noqa: E402
     predict_bin_runtime_min,
     predict_c2l_map_runtime_min,
     predict_mem_mb,
+    predict_multiqc_mem_mb,
+    predict_multiqc_runtime_min,
     predict_runtime_min,
 )
 from spaseg.datasets import write_stereoseq  # noqa: E402
@@ -270,6 +275,55 @@ def run_c2l(size: tuple[int, ...], folder: Path, cores: int, epochs: int) -> lis
     return table
 
 
+def multiqc_child(n_sections: int) -> None:
+    """In a fresh process: MultiQC's custom content for a batch of ``n_sections`` synthetic
+    sections and MultiQC on it, as rule multiqc runs them; print seconds and peak RSS."""
+    import tempfile
+    import time
+
+    import multiqc
+    from multiqc.core.update_config import ClConfig
+
+    from spaseg._batch import SPOT_FILTERS, write_multiqc
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "sample": [f"s{k:05d}" for k in range(n_sections)],
+            "spots_after_qc": rng.integers(1000, 5000, n_sections),
+            "median_genes": rng.integers(500, 3000, n_sections),
+            "domains": 7,
+            "status": "done",
+            **{f"removed_{f}": rng.integers(0, 100, n_sections) for f in SPOT_FILTERS},
+        }
+    )
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        content = write_multiqc(table, Path(scratch) / "content")
+        config = ClConfig(output_dir=str(Path(scratch) / "out"), force=True, quiet=True)
+        assert multiqc.run(*map(str, content), cfg=config).sys_exit_code == 0
+    with open("/proc/self/status") as fh:
+        hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+    print(f"{time.perf_counter() - start:.2f} {hwm:.1f}")
+
+
+def run_multiqc(n_sections: int) -> list[dict]:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--multiqc-child", str(n_sections)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    seconds, peak = float(out[-2]), float(out[-1])
+    return [
+        dict(
+            rule="multiqc", spots=n_sections, genes=0, values_m=0.0, measured_mb=peak,
+            predicted_mb=predict_multiqc_mem_mb(n_sections), seconds=seconds,
+            predicted_min=predict_multiqc_runtime_min(n_sections),
+        )
+    ]  # fmt: skip
+
+
 def fit(table: pd.DataFrame) -> None:
     """Least-squares y = base + per_kspot * spots/1e3 + per_mvalue * values/1e6, per rule,
     for peak MB and for seconds (coefficients clipped at 0); then the same with a
@@ -309,10 +363,16 @@ def main(argv=None) -> None:
         "--c2l", nargs="*", default=[], help="spots x genes[x reference cells] for cell2location"
     )
     parser.add_argument("--c2l-epochs", type=int, default=300, help="mapping epochs (--c2l)")
+    parser.add_argument(
+        "--multiqc", nargs="*", type=int, default=[], help="sections in the batch (rule multiqc)"
+    )
+    parser.add_argument("--multiqc-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/resources"))
     parser.add_argument("--fit", action="store_true")
     args = parser.parse_args(argv)
+    if args.multiqc_child is not None:
+        return multiqc_child(args.multiqc_child)
     rows = []
     for size in args.sizes:
         spots, genes = (int(x) for x in size.split("x"))
@@ -337,7 +397,10 @@ def main(argv=None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         size = tuple(int(x) for x in size.split("x"))
         rows += run_c2l(size, folder, args.cores, args.c2l_epochs)
+    for n_sections in args.multiqc:
+        rows += run_multiqc(n_sections)
     table = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
     table["ratio"] = table["predicted_mb"] / table["measured_mb"]
     table["ok"] = (table["ratio"] >= 1) & (table["ratio"] <= 2)
     table["time_ok"] = table["predicted_min"] * 60 >= table["seconds"]

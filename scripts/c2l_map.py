@@ -15,7 +15,6 @@ import torch
 import spaseg
 from spaseg._atomic import savefig, write_h5ad
 from spaseg._provenance import add_provenance
-from spaseg.pl._cci import cell_types
 
 torch.set_num_threads(snakemake.threads)
 c2l = snakemake.params.c2l
@@ -38,5 +37,5 @@ spaseg.tl.cell2location_map(
 )
 add_provenance(adata, config=snakemake.config, step=snakemake.rule)
 write_h5ad(adata, snakemake.output.h5ad)
-figure = cell_types(adata, title=f"{sample}: cell-type fractions (cell2location q05)")
+figure = spaseg.pl.cell_types(adata, title=f"{sample}: cell-type fractions (cell2location q05)")
 savefig(figure, snakemake.output.plot, dpi=120)

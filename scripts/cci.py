@@ -18,7 +18,6 @@ import pandas as pd
 import spaseg
 from spaseg._atomic import atomic_path, savefig, write_h5ad
 from spaseg._provenance import add_provenance
-from spaseg.pl._cci import domain_heatmap, lr_spatial
 from spaseg.tl._deconv import FRACTIONS_KEY
 
 cci = snakemake.params.cci
@@ -76,8 +75,10 @@ for name, table in tables.items():
     with atomic_path(snakemake.output[name]) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
 figures = {
-    "top": lr_spatial(lrdata, n_top=cci["n_top"], alpha=cci["alpha"], title=sample),
-    "heatmap": domain_heatmap(tables["domain_pairs"], ligrec, alpha=cci["alpha"], title=sample),
+    "top": spaseg.pl.lr_spatial(lrdata, n_top=cci["n_top"], alpha=cci["alpha"], title=sample),
+    "heatmap": spaseg.pl.domain_heatmap(
+        tables["domain_pairs"], ligrec, alpha=cci["alpha"], title=sample
+    ),
 }
 for name, figure in figures.items():
     savefig(figure, snakemake.output[name], dpi=120)

@@ -136,6 +136,19 @@ def predict_bin_runtime_min(size_mb: float) -> int:
     return 10 + int(size_mb) // 25
 
 
+def predict_multiqc_mem_mb(n_sections: int) -> int:
+    """Rule multiqc (one job per batch): MultiQC's own imports, then a little per section
+    (``benchmarks/resources.py --multiqc``: 353 MB at 48 sections, 426 MB at 5 000), with the
+    margin, rounded up to 100 MB."""
+    return int(math.ceil((400 + 0.02 * n_sections) * MARGIN / 100) * 100)
+
+
+def predict_multiqc_runtime_min(n_sections: int) -> int:
+    """Minutes for rule multiqc: seconds for MultiQC (3 s at 5 000 sections), plus reading
+    each section's metrics; a generous limit."""
+    return 10 + n_sections // 200
+
+
 #: cell2location's spatial model on a CPU core: seconds per full-batch epoch = a fixed part
 #: plus a part per million spots x genes entries (``benchmarks/c2l_cpu.py``: 0.06 s for
 #: 1 000 x 500, 0.9 s for 4 000 x 3 000 on one thread).

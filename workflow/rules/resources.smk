@@ -8,6 +8,8 @@ from spaseg._resources import (
     predict_bin_runtime_min,
     predict_c2l_map_runtime_min,
     predict_mem_mb,
+    predict_multiqc_mem_mb,
+    predict_multiqc_runtime_min,
     predict_runtime_min,
 )
 
@@ -89,3 +91,12 @@ def bin_mem_mb(wildcards, input, attempt):
 
 def bin_runtime(wildcards, input, attempt):
     return predict_bin_runtime_min(input.size_mb) * attempt
+
+
+def multiqc_mem_mb(wildcards, attempt):
+    """Rule multiqc: from the number of sections in the batch."""
+    return predict_multiqc_mem_mb(len(samples)) * attempt
+
+
+def multiqc_runtime(wildcards, attempt):
+    return predict_multiqc_runtime_min(len(samples)) * attempt

@@ -67,8 +67,8 @@ rule multiqc:
         "../../envs/multiqc.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=multiqc_mem_mb,
+        runtime=multiqc_runtime,
     params:
         sheet=samples.to_dict("list"),
     script:
