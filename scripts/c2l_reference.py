@@ -30,7 +30,8 @@ signatures = spaseg.tl.cell2location_signatures(
     device=c2l["device"],
     seed=c2l["seed"],
 )
-# Cell types x genes: expression per cell of each type (posterior median or mean), read back by rule c2l_map.
+# Cell types x genes: expression per cell of each type (posterior median or mean), read
+# back by rule c2l_map.
 out = ad.AnnData(
     X=signatures.T.to_numpy(dtype=np.float32),
     obs=pd.DataFrame(index=signatures.columns.astype(str)),

@@ -75,7 +75,7 @@ SECONDS = {
     "plot_domains": Model(base=2.5, per_kspot=0.009, per_mvalue=0.0),
     "svg": Model(base=4.6, per_kspot=0.034, per_mvalue=0.36),
     "cci": Model(base=20, per_kspot=4.0, per_mvalue=0.0),
-    # 250 epochs of minibatches of 2 500 cells, then the posterior samples.
+    # 250 epochs of minibatches of 2 500 cells (then the guide's medians: seconds).
     "c2l_reference": Model(base=60, per_kspot=50.0, per_mvalue=0.0),
 }
 #: Slack of the run-time limit over the prediction: slower nodes, busy file systems.

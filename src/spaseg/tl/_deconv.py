@@ -120,8 +120,7 @@ def cell2location_signatures(
     Genes x cell types: the posterior median (``"quantiles"``) or mean (``"samples"``) expression
     of each gene per cell of each type (``per_cluster_mu_fg``).
     """
-    if posterior not in ("quantiles", "samples"):
-        raise InputError(f"posterior must be 'quantiles' or 'samples', not {posterior!r}.")
+    _check_posterior(posterior)
     models, scvi = _import_cell2location()
     for key in (labels_key, batch_key):
         if key is not None and key not in reference.obs:
@@ -160,14 +159,12 @@ def cell2location_signatures(
         enable_progress_bar=False,
         callbacks=[watch],
     )
-    sample_kwargs = {"batch_size": batch_size, "accelerator": accelerator}
-    if posterior == "samples":
-        log.info("cell2location reference: %d posterior samples", num_samples)
-        sample_kwargs.update(num_samples=num_samples, show_progress=False)
     summary = "q50" if posterior == "quantiles" else "means"
     ref = model.export_posterior(
         ref,
-        sample_kwargs=sample_kwargs,
+        sample_kwargs=_sample_kwargs(
+            posterior, num_samples, batch_size, accelerator, "cell2location reference"
+        ),
         add_to_varm=[summary],
         use_quantiles=posterior == "quantiles",
     )
@@ -177,6 +174,23 @@ def cell2location_signatures(
     signatures.columns = names
     signatures.attrs["elbo_train"] = watch.losses
     return signatures
+
+
+def _check_posterior(posterior: str) -> None:
+    if posterior not in ("quantiles", "samples"):
+        raise InputError(f"must be quantiles or samples, not {posterior!r}.", field="posterior")
+
+
+def _sample_kwargs(
+    posterior: str, num_samples: int, batch_size: int, accelerator: str, what: str
+) -> dict:
+    """``export_posterior``'s ``sample_kwargs``: posterior samples only with ``"samples"``
+    (``"quantiles"`` reads the guide and needs no draws)."""
+    kwargs = {"batch_size": batch_size, "accelerator": accelerator}
+    if posterior == "samples":
+        log.info("%s: %d posterior samples", what, num_samples)
+        kwargs.update(num_samples=num_samples, show_progress=False)
+    return kwargs
 
 
 def _shared_genes(adata: AnnData, signatures: pd.DataFrame, gene_symbols: str | None):
@@ -261,8 +275,7 @@ def cell2location_map(
     ``obs["cell_type_entropy"]`` (base-2 entropy of the fractions), ``obs["cell_type"]``
     (the most abundant type) and ``uns["cell2location"]`` (parameters, genes used, ELBO).
     """
-    if posterior not in ("quantiles", "samples"):
-        raise InputError(f"must be quantiles or samples, not {posterior!r}.", field="posterior")
+    _check_posterior(posterior)
     models, scvi = _import_cell2location()
     columns, genes = _shared_genes(adata, signatures, gene_symbols)
     if len(genes) < min_genes:
@@ -302,13 +315,9 @@ def cell2location_map(
         enable_progress_bar=False,
         callbacks=[watch, *(callbacks or [])],
     )
-    sample_kwargs = {"batch_size": spots.n_obs, "accelerator": accelerator}
-    if posterior == "samples":
-        log.info("%s: %d posterior samples", what, num_samples)
-        sample_kwargs.update(num_samples=num_samples, show_progress=False)
     spots = model.export_posterior(
         spots,
-        sample_kwargs=sample_kwargs,
+        sample_kwargs=_sample_kwargs(posterior, num_samples, spots.n_obs, accelerator, what),
         add_to_obsm=["q05"],
         use_quantiles=posterior == "quantiles",
     )

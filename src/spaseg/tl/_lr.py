@@ -278,9 +278,8 @@ def lr_scores(
 
     sqrt_entity = entity.sqrt()
     del entity  # large sections: hold as few copies of the data as possible
-    entity_bin, pools = _expression_bins(
-        _col_means(sqrt_entity), _sqrt_col_means(x), min(n_bins, x.shape[1])
-    )
+    entity_means, gene_means = _col_means(sqrt_entity), _sqrt_col_means(x)
+    entity_bin, pools = _expression_bins(entity_means, gene_means, min(n_bins, x.shape[1]))
     background = _draw_background(
         entity_bin, pools, pairs, n_background, np.random.default_rng(seed)
     )
@@ -291,9 +290,14 @@ def lr_scores(
     background.ligand, background.receptor = np.split(background_columns + sqrt_entity.shape[1], 2)
     sqrt_all = sparse.hstack([sqrt_entity, x[:, genes].sqrt()]).tocsr()
     del x, sqrt_entity
+    means = np.r_[entity_means, gene_means[genes]]  # of sqrt_all's columns
+    expected = _Expected(
+        means[pairs.ligand] * means[pairs.receptor],
+        means[background.ligand] * means[background.receptor],
+    )
 
     graph = neighbour_graph(adata, rings=rings, radius=radius)
-    result = _score_all(sqrt_all, graph, h, domains, pairs, background, alpha)
+    result = _score_all(sqrt_all, graph, h, domains, pairs, background, expected, alpha)
     lrdata = _assemble(adata, pairs, entity_bin, domains, h, result)
     lrdata.uns["lr"] = {
         "resource": resource if isinstance(resource, str) else type(resource).__name__,
@@ -338,6 +342,7 @@ def _score_all(
     domains: _Domains,
     pairs: _Pairs,
     background: _Background,
+    expected: _Expected,
     alpha: float,
 ) -> _Result:
     """Scores, spot-level p-values and per-domain sums, one chunk of spots at a time."""
@@ -437,11 +442,6 @@ def _score_all(
         passing,
     )
     n_edges = (onehot @ graph @ onehot.T).toarray()
-    means = _col_means(sqrt_all)
-    expected = _Expected(
-        means[pairs.ligand] * means[pairs.receptor],
-        means[background.ligand] * means[background.receptor],
-    )
     return _Result(
         scores,
         _neglog10_of_counts(exceed, p_of_count),
