@@ -30,6 +30,11 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+def planned_jobs(result) -> dict[str, int]:
+    """Rule -> jobs, from the job table a Snakemake (dry) run prints."""
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M)}
+
+
 def workflow_functions() -> str:
     """The text of the .smk files that define the workflow's functions (they hold no rules)."""
     files = sorted(RULES.glob("*.smk"))

@@ -27,7 +27,7 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
-from conftest import rule_blocks, workflow_functions
+from conftest import planned_jobs, rule_blocks, workflow_functions
 
 from spaseg._resources import h5ad_size, predict_mem_mb
 from spaseg.datasets._simulate import simulate_tissue
@@ -312,12 +312,12 @@ def test_dry_run_of_200_sections(tmp_path):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert result.returncode == 0, output(result)[-3000:]
-    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
+    stats = planned_jobs(result)
     assert {"load", "qc", "normalize_pca", "plot_qc", "spaseg_train", "plot_domains"} <= set(stats)
     batch = ("all", "total", "multiqc")  # once per run
     per_section = {rule: n for rule, n in stats.items() if rule not in batch}
-    assert set(per_section.values()) == {"200"}, stats  # every step once per section
-    assert int(stats["total"]) == 200 * len(per_section) + 2
+    assert set(per_section.values()) == {200}, stats  # every step once per section
+    assert stats["total"] == 200 * len(per_section) + 2
     # 200 sections make 600 cluster jobs: CPU steps before training, training, steps after.
     assert result.stdout.count("Group job preprocess ") == 200
     assert result.stdout.count("Group job postprocess_") == 200

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import planned_jobs
 from sklearn.metrics import adjusted_rand_score
 
 from spaseg._provenance import add_provenance
@@ -74,11 +74,6 @@ def test_dry_run_default_config():
     assert result.returncode == 0, output(result)
     for rule in ("load", "qc", "normalize_pca", "spaseg_train", "plot_qc", "plot_domains"):
         assert rule in result.stdout
-
-
-def planned_jobs(result) -> dict[str, int]:
-    """Rule -> jobs, from a dry run's job table."""
-    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M)}
 
 
 def test_catalog_snakefile_plans_the_same_jobs():

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import planned_jobs
 from test_workflow import REPO, output, snakemake
 
 from spaseg.datasets._sim_cci import write_cci
@@ -38,8 +39,7 @@ def dry_run(tmp_path, settings: dict):
     config = {"samples": str(sheet), "results": str(tmp_path / "results"), **settings}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--cores", "1", configfiles=[tmp_path / "config.yaml"])
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
-    return result, {rule: int(n) for rule, n in jobs.items()}, paths
+    return result, planned_jobs(result), paths
 
 
 def test_cci_stage_is_off_without_a_reference(tmp_path):

@@ -683,11 +683,11 @@ def spaseg(
     Sets ``obs[key_added]`` (categorical, ``n_domains`` categories),
     ``obs[key_added + "_confidence"]`` (in [0, 1]: the share of runs whose matched label agrees
     with the consensus; with a single run the centroid margin of its logits, 0 midway between
-    two domains), ``obsm["spaseg_embedding"]``
+    two domains) and, named by ``embedding_key`` (here the default), ``obsm["spaseg_embedding"]``
     (logits of the run closest to the consensus), ``obsm["spaseg_runs"]`` (labels of each run)
-    and ``uns["spaseg"]`` (with the default ``embedding_key``; parameters, seed, iterations, device and its name, threads, library
-    versions, timing; with ``sample_key``
-    also ``samples`` and ``section_shapes``, and ``image_shape`` is the padded size).
+    and ``uns["spaseg"]`` (parameters, seed, iterations, device and its name, threads, library
+    versions, timing; with ``sample_key`` also ``samples`` and ``section_shapes``, and
+    ``image_shape`` is the padded size).
     """
     auto = isinstance(n_domains, str)
     if auto:
@@ -741,13 +741,12 @@ def spaseg(
     run_seeds = np.random.SeedSequence(seed).generate_state(runs_used) % 2**31
     with _deterministic(deterministic):
         results = _training_runs(batch, training, run_seeds, dev)
+    logits = [r.logits for r in results]
     # 3. Their consensus: n_domains labels (or the number the runs agree on best).
-    found = _consensus(
-        [r.logits for r in results], n_domains if not auto else None, k_range, run_seeds, seed
-    )
+    found = _consensus(logits, n_domains if not auto else None, k_range, run_seeds, seed)
     # 4. Back to the spots: neighbour-majority refinement, and each spot's confidence.
     spot_labels, confidence = _spot_domains(
-        adata, batch, found, refine_neighbors, sample_key, [r.logits for r in results]
+        adata, batch, found, refine_neighbors, sample_key, logits
     )
     # 5. Into the AnnData.
     adata.obs[key_added] = pd.Categorical(
@@ -755,7 +754,7 @@ def spaseg(
     )
     adata.obs[f"{key_added}_confidence"] = confidence.astype(np.float32)
     spot = batch.spot_pixel
-    adata.obsm[f"{embedding_key}_embedding"] = results[found.best].logits[spot].astype(np.float32)
+    adata.obsm[f"{embedding_key}_embedding"] = logits[found.best][spot].astype(np.float32)
     adata.obsm[f"{embedding_key}_runs"] = found.runs.T[spot].astype(np.int16)
     info = adata.uns[embedding_key] = {
         "params": {
