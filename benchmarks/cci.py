@@ -38,8 +38,10 @@ calibration
 speed
     Synthetic square lattice (2 000 genes, ~10 % non-zero, 8 band domains) and random pairs
     from the genes: ``lr_scores`` with 100 background draws at 50 k spots x 1 000 pairs (target
-    <= 2 min, <= 4 GB on 2 cores), and its growth with spots and with pairs. Time and peak
-    resident memory of the whole process (data included).
+    <= 2 min, <= 4 GB on 2 cores), and its growth with spots and with pairs. Each size runs in
+    a process of its own that reads the section from an ``.h5ad`` as the workflow's rule does
+    (``benchmarks/_lr_speed.py``): time and peak resident memory of that process during the
+    call, the data read before it included.
 
 cerebellum and dlpfc also list every pair x domain row with ``padj < alpha`` and compare the
 section-level scores (``"all"``) with LIANA+'s global bivariate Moran's R
@@ -50,9 +52,10 @@ once on liana's Gaussian kernel reaching as far; Spearman correlation, overlap o
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +72,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lr_speed import lattice_data  # noqa: E402
 from _measure import measure  # noqa: E402
 
 from spaseg.datasets._sim_cci import simulate_cci  # noqa: E402
@@ -565,21 +569,6 @@ def calibration(out: Path, quick: bool) -> bool:
 # --- speed -----------------------------------------------------------------------------------
 
 
-def lattice_data(n_spots: int, n_genes: int = 2000, seed: int = 0) -> ad.AnnData:
-    side = int(np.ceil(np.sqrt(n_spots)))
-    row, col = np.divmod(np.arange(n_spots), side)
-    rng = np.random.default_rng(seed)
-    x = sparse.random(n_spots, n_genes, density=0.1, format="csr", rng=rng, dtype=np.float32)
-    x.data = np.log1p(rng.poisson(2.0, x.nnz) + 1.0).astype(np.float32)
-    obs = pd.DataFrame(
-        {"array_row": row, "array_col": col, "domain": (row * 8 // side).astype(str)},
-        index=[f"s{i}" for i in range(n_spots)],
-    )
-    adata = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"G{g}" for g in range(n_genes)]))
-    adata.obsm["spatial"] = np.column_stack([col, row]).astype(float)
-    return adata
-
-
 #: (spots, pairs) of the speed part and its background draws; --speed-sizes / --speed-draws.
 SPEED_SIZES: list[tuple[int, int]] = []
 SPEED_DRAWS = 100
@@ -594,32 +583,18 @@ def speed(out: Path, quick: bool) -> None:
     ]  # fmt: skip
     rows = []
     for n_spots, n_pairs in configs:
-        adata = lattice_data(n_spots)
-        rng = np.random.default_rng(1)
-        genes = adata.var_names.to_numpy()
-        resource = pd.DataFrame(
-            {"ligand": rng.choice(genes, n_pairs), "receptor": rng.choice(genes, n_pairs)}
-        ).drop_duplicates()
-        gc.collect()
+        path = out / f"lattice_{n_spots}.h5ad"
+        if not path.exists():
+            lattice_data(n_spots).write_h5ad(path)
         load = os.getloadavg()[0]
-        cpu = time.process_time()
-        with measure() as m:
-            lr = lr_scores(adata, resource, n_background=SPEED_DRAWS)
-        cpu = time.process_time() - cpu
+        one = [sys.executable, str(Path(__file__).with_name("_lr_speed.py"))]
+        done = subprocess.run(
+            [*one, str(path), str(n_pairs), str(SPEED_DRAWS)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
         rows.append(
-            {
-                "spots": n_spots,
-                "pairs": lr.n_vars,
-                "background strata": lr.uns["lr"]["n_background_strata"],
-                "neighbours": f"{lr.uns['lr']['mean_neighbours']:.1f}",
-                "non-zero scores": lr.X.nnz,
-                "wall s": f"{m.seconds:.1f}",
-                "CPU s": f"{cpu:.1f}",
-                "peak MB": round(m.peak_mb),
-                "load avg (1 min) before": f"{load:.1f}",
-            }
+            {**json.loads(done.stdout.splitlines()[-1]), "load avg (1 min) before": f"{load:.1f}"}
         )
-        del adata, lr
     print(
         f"\n## speed: lr_scores, {SPEED_DRAWS} background draws, 2 rings; {os.cpu_count()} "
         f"CPUs, nice {os.nice(0)}; CPU s = process CPU time (all threads) during the call"

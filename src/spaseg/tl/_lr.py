@@ -29,6 +29,7 @@ matching to the data: :mod:`spaseg.tl._lr_data`; squidpy's ``ligrec`` beside it:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from os import PathLike
 from typing import Literal
 
@@ -153,6 +154,25 @@ def _sqrt_col_means(x: sparse.csc_matrix, block: int = 256) -> np.ndarray:
 def _dense_t(m: sparse.spmatrix) -> np.ndarray:
     """``m.T`` as a C-contiguous dense array."""
     return m.T.tocsr().toarray()
+
+
+@dataclass
+class _SqrtColumns:
+    """sqrt-expression, spots x columns: the resource's entities (the first columns), then the
+    genes the background drew. Two matrices, not one: the resource pairs' edge sums need the
+    entities only, and a column slice of one matrix would copy them."""
+
+    entities: sparse.csr_matrix
+    genes: sparse.csr_matrix
+
+    def rows_t(self, rows: slice) -> np.ndarray:
+        """These spots' values, columns x spots (dense)."""
+        return np.concatenate([_dense_t(self.entities[rows]), _dense_t(self.genes[rows])])
+
+    def product_t(self, op: sparse.csr_matrix, *, entities_only: bool = False) -> np.ndarray:
+        """``(op @ columns).T``, columns x rows of ``op`` (dense)."""
+        parts = (self.entities,) if entities_only else (self.entities, self.genes)
+        return np.concatenate([_dense_t(op @ m) for m in parts])
 
 
 def lr_scores(
@@ -283,21 +303,24 @@ def lr_scores(
     background = _draw_background(
         entity_bin, pools, pairs, n_background, np.random.default_rng(seed)
     )
-    # One matrix of columns: the entities, then the genes the background drew.
+    # Columns: the entities, then the genes the background drew.
     genes, background_columns = np.unique(
         np.r_[background.ligand, background.receptor], return_inverse=True
     )
     background.ligand, background.receptor = np.split(background_columns + sqrt_entity.shape[1], 2)
-    sqrt_all = sparse.hstack([sqrt_entity, x[:, genes].sqrt()]).tocsr()
-    del x, sqrt_entity
-    means = np.r_[entity_means, gene_means[genes]]  # of sqrt_all's columns
+    sqrt_genes = x[:, genes]  # a copy: square-rooted in place
+    np.sqrt(sqrt_genes.data, out=sqrt_genes.data)
+    del x
+    columns = _SqrtColumns(sqrt_entity.tocsr(), sqrt_genes.tocsr())
+    del sqrt_entity, sqrt_genes
+    means = np.r_[entity_means, gene_means[genes]]  # of the columns
     expected = _Expected(
         means[pairs.ligand] * means[pairs.receptor],
         means[background.ligand] * means[background.receptor],
     )
 
     graph = neighbour_graph(adata, rings=rings, radius=radius)
-    result = _score_all(sqrt_all, graph, h, domains, pairs, background, expected, alpha)
+    result = _score_all(columns, graph, h, domains, pairs, background, expected, alpha)
     lrdata = _assemble(adata, pairs, entity_bin, domains, h, result)
     lrdata.uns["lr"] = {
         "resource": resource if isinstance(resource, str) else type(resource).__name__,
@@ -336,7 +359,7 @@ def _chunk_rows(width: int, n_spots: int) -> int:
 
 
 def _score_all(
-    sqrt_all: sparse.csr_matrix,
+    columns: _SqrtColumns,
     graph: sparse.csr_matrix,
     h: np.ndarray,
     domains: _Domains,
@@ -346,7 +369,7 @@ def _score_all(
     alpha: float,
 ) -> _Result:
     """Scores, spot-level p-values and per-domain sums, one chunk of spots at a time."""
-    n_spots, n_pairs = sqrt_all.shape[0], len(pairs.table)
+    n_spots, n_pairs = graph.shape[0], len(pairs.table)
     codes, n_dom = domains.codes, len(domains.names)
     onehot = sparse.csr_matrix((np.ones(n_spots), (codes, np.arange(n_spots))), (n_dom, n_spots))
     degree = np.asarray(graph.sum(axis=1)).ravel()
@@ -355,24 +378,22 @@ def _score_all(
     # Neighbour sums over one receiving domain at a time, for the domain x domain summary.
     by_receiver = [graph @ sparse.diags((codes == d).astype(np.float32)) for d in range(n_dom)]
     by_receiver = [m.tocsr() for m in by_receiver]
-    n_ent = int(max(pairs.ligand.max(), pairs.receptor.max())) + 1
-    sqrt_h_all = sparse.csr_matrix(sqrt_all.multiply(h[:, None]))
-    sqrt_entities, sqrt_h_entities = sqrt_all[:, :n_ent], sqrt_h_all[:, :n_ent]
+    weighted = not np.all(h == 1)
+    n_columns = columns.entities.shape[1] + columns.genes.shape[1]
 
     obs_sum = np.zeros((n_dom, n_pairs))
     background_sum = np.zeros((n_dom, len(background.ligand)))
     edge_sum = np.zeros((n_dom, n_dom, n_pairs))
     background_edge_sum = np.zeros((n_dom, n_dom, len(background.ligand)))
-    # Per chunk: the scores, and 1 + how many background scores reach each (p's numerator;
-    # never 0, so the sparse matrices keep every entry).
-    scores, exceed = [], []
-    count_histogram = np.zeros(background.n + 1, dtype=np.int64)
-    step = _chunk_rows(max(n_pairs, len(background.ligand), sqrt_all.shape[1]), n_spots)
+    # The spot level as CSR pieces (spots x pairs, entries where the score is > 0): per chunk
+    # the scores, their pair (column) and how many background scores reach each (p's numerator).
+    spot_level = _SpotLevel(n_pairs, background.n)
+    step = _chunk_rows(max(n_pairs, len(background.ligand), n_columns), n_spots)
     for start in range(0, n_spots, step):
         rows = slice(start, min(start + step, n_spots))
         n_rows = rows.stop - rows.start
-        sqrt_expr = _dense_t(sqrt_all[rows])  # columns x spots
-        neighbour_mean = _dense_t(mean_op[rows] @ sqrt_all)
+        sqrt_expr = columns.rows_t(rows)  # columns x spots
+        neighbour_mean = columns.product_t(mean_op[rows])
         obs = _scores(
             sqrt_expr, neighbour_mean, h[rows], pairs.ligand, pairs.receptor
         )  # pairs x spots
@@ -385,15 +406,13 @@ def _score_all(
         background_sum += (background_scores @ dom).T
 
         # Spot level: each non-zero score against its stratum's background at the same spot.
-        pair, spot = np.nonzero(obs)
+        spot, pair = np.nonzero(obs.T)  # spot-major: the order of CSR entries
         value = obs[pair, spot]
         background_scores = np.sort(
             background_scores.reshape(background.n_strata, background.n, n_rows), axis=1
         )
         count = _count_at_least(background_scores, background.pair_stratum[pair], spot, value)
-        count_histogram += np.bincount(count, minlength=background.n + 1)
-        for out, values in ((scores, value), (exceed, (1 + count).astype(np.int32))):
-            out.append(sparse.csr_matrix((values, (spot, pair)), (n_rows, n_pairs)))
+        spot_level.add(value, pair, count, np.bincount(spot, minlength=n_rows))
 
         # Domain x domain: ligand at i (sender domain), receptor at neighbour j (receiver).
         # Only spots with a neighbour in the receiving domain contribute: mostly that domain's
@@ -401,39 +420,40 @@ def _score_all(
         # The background needs only the boundary (edges between two domains): inside a domain
         # the per-domain test above applies.
         sqrt_h = sqrt_expr * h[rows]
+        n_ent = columns.entities.shape[1]
         for d in range(n_dom):
             link = by_receiver[d][rows]
             sel = np.flatnonzero(np.diff(link.indptr))
             edge_sum[:, d, :] += _edge_sums(
                 link[sel],
-                sqrt_entities,
-                sqrt_h_entities,
+                columns,
                 sqrt_expr[:n_ent, sel],
                 sqrt_h[:n_ent, sel],
+                h if weighted else None,
                 pairs,
                 dom[sel],
+                entities_only=True,
             ).T
             cross = sel[codes[rows][sel] != d]
             background_edge_sum[:, d, :] += _edge_sums(
                 link[cross],
-                sqrt_all,
-                sqrt_h_all,
+                columns,
                 sqrt_expr[:, cross],
                 sqrt_h[:, cross],
+                h if weighted else None,
                 background,
                 dom[cross],
             ).T
 
-    scores = sparse.vstack(scores, format="csr")
-    exceed = sparse.vstack(exceed, format="csr")
+    scores, count = spot_level.matrix(n_spots)
     # Spot level: p = (1 + count) / (n + 1). BH over every spot and pair at once (a zero score
     # is p = 1): one family, so that a spot counted significant is one after correcting for
     # every test of the layer. p takes only n + 1 values, so BH runs on their histogram: the
     # same adjusted values as sorting every p, without holding sorted copies of them all.
     p_of_count = ((1.0 + np.arange(background.n + 1)) / (background.n + 1.0)).astype(np.float32)
-    padj_of_count = _bh_of_histogram(p_of_count, count_histogram, n_spots * n_pairs)
+    padj_of_count = _bh_of_histogram(p_of_count, spot_level.histogram, n_spots * n_pairs)
     significant = padj_of_count < alpha
-    nonzero, passing = _per_domain_counts(exceed, significant, codes, n_dom)
+    nonzero, passing = _per_domain_counts(scores, count, significant, codes, n_dom)
     counts = _Counts(
         np.bincount(codes, minlength=n_dom).astype(float),
         obs_sum,
@@ -444,8 +464,8 @@ def _score_all(
     n_edges = (onehot @ graph @ onehot.T).toarray()
     return _Result(
         scores,
-        _neglog10_of_counts(exceed, p_of_count),
-        _neglog10_of_counts(exceed, padj_of_count.astype(np.float32)),
+        _neglog10_layer(scores, count, p_of_count),
+        _neglog10_layer(scores, count, padj_of_count.astype(np.float32)),
         _domain_table(pairs, domains, counts, background, expected),
         _domain_pairs_table(
             pairs, domains, edge_sum, background_edge_sum, n_edges, background, expected
@@ -453,21 +473,63 @@ def _score_all(
     )
 
 
-def _edge_sums(link, sqrt_all, sqrt_h_all, sqrt_expr, sqrt_h, pairs, dom) -> np.ndarray:
+def _edge_sums(
+    link, columns, sqrt_expr, sqrt_h, h, pairs, dom, *, entities_only=False
+) -> np.ndarray:
     """Per pair and sender domain: the sum over directed edges i -> j (``i`` the rows of
     ``link``, ``j`` its columns) of ``sqrt(L_i R_j) (H_i + H_j) / 2``.
 
     ``sqrt_expr``/``sqrt_h`` are sqrt-expression (times H) of the rows, columns x spots;
-    ``pairs`` has ``ligand`` and ``receptor`` column indices; ``dom`` is the rows' one-hot
-    domains.
+    ``h`` is every spot's H (``None``: all 1); ``pairs`` has ``ligand`` and ``receptor``
+    column indices; ``dom`` is the rows' one-hot domains.
     """
     if not link.shape[0]:
         return np.zeros((len(pairs.ligand), dom.shape[1]))
-    n1 = _dense_t(link @ sqrt_all)  # sum_j sqrt(X_j)
-    n2 = _dense_t(link @ sqrt_h_all)  # sum_j sqrt(X_j) H_j
+    n1 = columns.product_t(link, entities_only=entities_only)  # sum_j sqrt(X_j)
+    if h is None:
+        n2 = n1
+    else:  # sum_j sqrt(X_j) H_j: the graph's edges weighted by H_j, not a weighted data copy
+        link = link.copy()
+        link.data *= h[link.indices]
+        n2 = columns.product_t(link, entities_only=entities_only)
     edge = np.take(sqrt_h, pairs.ligand, axis=0) * np.take(n1, pairs.receptor, axis=0)
     edge += np.take(sqrt_expr, pairs.ligand, axis=0) * np.take(n2, pairs.receptor, axis=0)
     return 0.5 * (edge @ dom)
+
+
+class _SpotLevel:
+    """The spot-level entries gathered over the chunks of spots: CSR pieces (score, pair, spots'
+    entry counts) and, aligned with them, how many background scores reach each score."""
+
+    def __init__(self, n_pairs: int, n_background: int):
+        self.n_pairs = n_pairs
+        self.count_dtype = np.min_scalar_type(n_background)
+        self.histogram = np.zeros(n_background + 1, dtype=np.int64)
+        self.parts: tuple[list, list, list, list] = ([], [], [], [])
+
+    def add(self, value, pair, count, per_spot) -> None:
+        self.histogram += np.bincount(count, minlength=len(self.histogram))
+        for part, array in zip(
+            self.parts,
+            (value, pair.astype(np.int32), count.astype(self.count_dtype), per_spot),
+            strict=True,
+        ):
+            part.append(array)
+
+    def matrix(self, n_spots: int) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """(scores, spots x pairs CSR; the counts aligned with its entries), the pieces freed
+        one array at a time."""
+        value, pair, count, per_spot = (_concatenate(part) for part in self.parts)
+        index = np.int32 if len(value) < 2**31 else np.int64
+        indptr = np.r_[0, np.cumsum(per_spot)].astype(index)
+        pair = pair.astype(index, copy=False)
+        return sparse.csr_matrix((value, pair, indptr), shape=(n_spots, self.n_pairs)), count
+
+
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    out = np.concatenate(parts) if parts else np.zeros(0)
+    parts.clear()
+    return out
 
 
 def _bh_of_histogram(values: np.ndarray, histogram: np.ndarray, n_tests: int) -> np.ndarray:
@@ -482,30 +544,39 @@ def _bh_of_histogram(values: np.ndarray, histogram: np.ndarray, n_tests: int) ->
 
 
 def _per_domain_counts(
-    exceed: sparse.csr_matrix, significant: np.ndarray, codes: np.ndarray, n_dom: int
+    scores: sparse.csr_matrix,
+    count: np.ndarray,
+    significant: np.ndarray,
+    codes: np.ndarray,
+    n_dom: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(domains, pairs): stored entries (scores > 0), and those whose count (``data - 1``) is
-    ``significant``; a block of spots at a time, so no per-entry index array is held whole."""
-    n_spots, n_pairs = exceed.shape
+    """(domains, pairs): stored scores (> 0), and those whose ``count`` is ``significant``; a
+    block of spots at a time, so no per-entry index array is held whole."""
+    n_spots, n_pairs = scores.shape
     nonzero = np.zeros(n_dom * n_pairs, dtype=np.int64)
     passing = np.zeros(n_dom * n_pairs, dtype=np.int64)
     step = _chunk_rows(n_pairs, n_spots)
     for start in range(0, n_spots, step):
-        block = exceed[start : start + step]
-        domain = np.repeat(codes[start : start + step], np.diff(block.indptr))
-        flat = domain * n_pairs + block.indices
+        stop = min(start + step, n_spots)
+        lo, hi = scores.indptr[start], scores.indptr[stop]
+        domain = np.repeat(codes[start:stop], np.diff(scores.indptr[start : stop + 1]))
+        flat = domain * n_pairs + scores.indices[lo:hi]
         nonzero += np.bincount(flat, minlength=n_dom * n_pairs)
-        passing += np.bincount(flat[significant[block.data - 1]], minlength=n_dom * n_pairs)
+        passing += np.bincount(flat[significant[count[lo:hi]]], minlength=n_dom * n_pairs)
     return nonzero.reshape(n_dom, n_pairs), passing.reshape(n_dom, n_pairs)
 
 
-def _neglog10_of_counts(exceed: sparse.csr_matrix, p_of_count: np.ndarray) -> sparse.csr_matrix:
-    """``-log10`` of each stored entry's p (looked up by its count, ``data - 1``); absent
-    entries (p = 1) stay absent (0), and so do entries whose p is 1."""
-    values = -np.log10(p_of_count)[exceed.data - 1]
-    # Copies of the index arrays: eliminate_zeros edits them in place, and they are exceed's.
-    out = sparse.csr_matrix(
-        (values, exceed.indices.copy(), exceed.indptr.copy()), shape=exceed.shape
+def _neglog10_layer(
+    scores: sparse.csr_matrix, count: np.ndarray, p_of_count: np.ndarray
+) -> sparse.csr_matrix:
+    """``-log10 p`` of each score (p looked up by its ``count``), without the entries whose p is
+    1 (absent entries are 0, p = 1, as where the score is 0). Shares the scores' index arrays
+    when every entry stays."""
+    values = (-np.log10(p_of_count))[count]
+    keep = values > 0
+    if keep.all():
+        return sparse.csr_matrix((values, scores.indices, scores.indptr), shape=scores.shape)
+    kept = np.r_[0, np.cumsum(keep, dtype=scores.indptr.dtype)]
+    return sparse.csr_matrix(
+        (values[keep], scores.indices[keep], kept[scores.indptr]), shape=scores.shape
     )
-    out.eliminate_zeros()
-    return out
