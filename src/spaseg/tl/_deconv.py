@@ -220,6 +220,7 @@ def cell2location_map(
     max_epochs: int = 30000,
     tol: float = 5e-4,
     window: int = 500,
+    lr: float = 0.002,
     posterior: str = "quantiles",
     num_samples: int = 1000,
     min_genes: int = 10,
@@ -253,6 +254,8 @@ def cell2location_map(
         (relative) below that of the ``window`` before; 0 trains ``max_epochs`` epochs (5e-4:
         fractions within r 0.97 of cell2location's 30 000 epochs on a simulated section in a
         sixth of the epochs, ``benchmarks/c2l_cpu.py``).
+    lr
+        Learning rate of the optimiser (cell2location's ``ClippedAdam``; its default 0.002).
     posterior
         How the q05 abundances are summarised: ``"quantiles"`` reads them from the fitted
         guide (seconds), ``"samples"`` draws ``num_samples`` posterior samples (cell2location's
@@ -311,6 +314,7 @@ def cell2location_map(
     model.train(
         max_epochs=max_epochs,
         batch_size=None,
+        lr=lr,
         accelerator=accelerator,
         enable_progress_bar=False,
         callbacks=[watch, *(callbacks or [])],
@@ -338,6 +342,7 @@ def cell2location_map(
         "max_epochs": max_epochs,
         "epochs": len(watch.losses),
         "tol": tol,
+        "lr": lr,
         "posterior": posterior,
         "num_samples": num_samples if posterior == "samples" else 0,
         "seed": seed,
