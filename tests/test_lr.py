@@ -525,3 +525,23 @@ def test_no_spatial_association_gives_uniform_domain_pvalues_at_the_top_of_a_bin
     p = lr.uns["lr_pairs"]["pval"].to_numpy()
     assert len(p) > 100
     assert np.mean(p < 0.05) < 0.1 and 0.35 < np.median(p) < 0.65, (np.mean(p < 0.05), np.median(p))
+
+
+@pytest.mark.parametrize("top_count", [3, 4], ids=["every-entry-kept", "p-of-1-dropped"])
+def test_neglog10_layer_keeps_the_scores_structure_without_p_of_one(top_count):
+    """The spot-level p layer holds -log10 p of every stored score, looked up by its
+    background count, and no explicit zeros (p = 1, count = n); with none such it shares the
+    scores' index arrays instead of copying them."""
+    from spaseg.tl._lr import _neglog10_layer
+
+    n = 4
+    scores = sparse.csr_matrix(np.array([[0.5, 0, 0.2], [0, 0, 0], [0.1, 0.3, 0]], np.float32))
+    count = np.array([0, 2, 1, top_count], dtype=np.uint16)  # aligned with scores.data
+    p_of_count = ((1.0 + np.arange(n + 1)) / (n + 1.0)).astype(np.float32)
+    layer = _neglog10_layer(scores, count, p_of_count)
+    dense = np.zeros(scores.shape)
+    dense[scores.nonzero()] = -np.log10(p_of_count[count])
+    np.testing.assert_allclose(layer.toarray(), dense, rtol=1e-6)
+    assert (layer.data > 0).all()
+    assert layer.nnz == scores.nnz - (top_count == n)
+    assert np.shares_memory(layer.indices, scores.indices) == (top_count < n)
