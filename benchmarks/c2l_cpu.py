@@ -94,7 +94,7 @@ def compare_reference(reference, spots, signatures, est, truth, c2l, common) -> 
     with measure() as fit:
         cell2location_map(
             mapped, sampled, max_epochs=c2l["map_max_epochs"], tol=c2l["map_tol"],
-            window=c2l["map_window"], posterior=c2l["posterior"], **common,
+            window=c2l["map_window"], lr=c2l["map_lr"], posterior=c2l["posterior"], **common,
         )  # fmt: skip
     frac = mapped.obsm["cell_type_fractions"]
     rows.append({"step": "map, shipped, with the sampled signatures",
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-published", action="store_true")
     parser.add_argument(
         "--map-lrs", type=float, nargs="+", default=None, metavar="LR",
-        help="map with the shipped settings once per learning rate (default: cell2location's)",
+        help="map with the shipped settings once per learning rate (default: the config's map_lr)",
     )  # fmt: skip
     parser.add_argument(
         "--compare-reference", action="store_true",
@@ -154,13 +154,13 @@ def main(argv=None) -> None:
         seed=c2l["seed"],
     )  # fmt: skip
     mapped = {}
-    for lr in args.map_lrs or [None]:
+    for lr in args.map_lrs or [c2l["map_lr"]]:
         shipped = spots.copy()
         with measure() as fit:
             cell2location_map(
                 shipped, signatures, max_epochs=c2l["map_max_epochs"], tol=c2l["map_tol"],
                 window=c2l["map_window"], posterior=c2l["posterior"],
-                num_samples=c2l["num_samples"], **({"lr": lr} if lr else {}), **common,
+                num_samples=c2l["num_samples"], lr=lr, **common,
             )  # fmt: skip
         mapped[len(rows)] = shipped.obsm["cell_type_fractions"]
         lr_used = shipped.uns["cell2location"]["lr"]

@@ -29,6 +29,7 @@ spaseg.tl.cell2location_map(
     max_epochs=c2l["map_max_epochs"],
     tol=c2l["map_tol"],
     window=c2l["map_window"],
+    lr=c2l["map_lr"],
     posterior=c2l["posterior"],
     num_samples=c2l["num_samples"],
     device=c2l["device"],
