@@ -504,30 +504,32 @@ class _SpotLevel:
     def __init__(self, n_pairs: int, n_background: int):
         self.n_pairs = n_pairs
         self.count_dtype = np.min_scalar_type(n_background)
-        self.histogram = np.zeros(n_background + 1, dtype=np.int64)
-        self.parts: tuple[list, list, list, list] = ([], [], [], [])
+        self.histogram = np.zeros(n_background + 1, dtype=np.int64)  # of the counts
+        self.scores: list[np.ndarray] = []
+        self.pairs: list[np.ndarray] = []  # column of each score
+        self.counts: list[np.ndarray] = []
+        self.per_spot: list[np.ndarray] = []  # entries of each spot (row)
 
     def add(self, value, pair, count, per_spot) -> None:
         self.histogram += np.bincount(count, minlength=len(self.histogram))
-        for part, array in zip(
-            self.parts,
-            (value, pair.astype(np.int32), count.astype(self.count_dtype), per_spot),
-            strict=True,
-        ):
-            part.append(array)
+        self.scores.append(value)
+        self.pairs.append(pair.astype(np.int32))
+        self.counts.append(count.astype(self.count_dtype))
+        self.per_spot.append(per_spot)
 
     def matrix(self, n_spots: int) -> tuple[sparse.csr_matrix, np.ndarray]:
         """(scores, spots x pairs CSR; the counts aligned with its entries), the pieces freed
         one array at a time."""
-        value, pair, count, per_spot = (_concatenate(part) for part in self.parts)
+        value, count = _concatenate(self.scores), _concatenate(self.counts)
         index = np.int32 if len(value) < 2**31 else np.int64
-        indptr = np.r_[0, np.cumsum(per_spot)].astype(index)
-        pair = pair.astype(index, copy=False)
+        pair = _concatenate(self.pairs).astype(index, copy=False)
+        indptr = np.r_[0, np.cumsum(_concatenate(self.per_spot))].astype(index)
         return sparse.csr_matrix((value, pair, indptr), shape=(n_spots, self.n_pairs)), count
 
 
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
-    out = np.concatenate(parts) if parts else np.zeros(0)
+    """The parts joined; the list emptied, so that each part is freed once copied."""
+    out = np.concatenate(parts)
     parts.clear()
     return out
 
