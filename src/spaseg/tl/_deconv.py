@@ -220,7 +220,7 @@ def cell2location_map(
     max_epochs: int = 30000,
     tol: float = 5e-4,
     window: int = 500,
-    lr: float = 0.002,
+    lr: float = 0.016,
     posterior: str = "quantiles",
     num_samples: int = 1000,
     min_genes: int = 10,
@@ -253,9 +253,13 @@ def cell2location_map(
         Stop training once the mean loss of the last ``window`` epochs is less than ``tol``
         (relative) below that of the ``window`` before; 0 trains ``max_epochs`` epochs (5e-4:
         fractions within r 0.97 of cell2location's 30 000 epochs on a simulated section in a
-        sixth of the epochs, ``benchmarks/c2l_cpu.py``).
+        sixth of the epochs at ``lr`` 0.002, r 0.999 in a tenth at 0.016,
+        ``benchmarks/c2l_cpu.py``).
     lr
-        Learning rate of the optimiser (cell2location's ``ClippedAdam``; its default 0.002).
+        Learning rate of the optimiser (cell2location's ``ClippedAdam``). cell2location's
+        default 0.002 reaches the plateau later and further from its 30 000-epoch result: on a
+        simulated section 4 500 epochs and r 0.967 with it, 3 000 epochs and r 0.999 with
+        0.016; 0.064 diverged (``benchmarks/c2l_cpu.py --map-lrs``).
     posterior
         How the q05 abundances are summarised: ``"quantiles"`` reads them from the fitted
         guide (seconds), ``"samples"`` draws ``num_samples`` posterior samples (cell2location's
