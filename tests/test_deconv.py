@@ -122,3 +122,25 @@ def test_fractions_recover_a_known_mixture(sim):
     true = sim.spatial.obsm["true_fractions"][estimated.columns]
     r = np.corrcoef(estimated.to_numpy().ravel(), true.to_numpy().ravel())[0, 1]
     assert r > 0.8, r
+
+
+def test_plateau_check_runs_every_tenth_of_a_window():
+    """The stop comes at the first check (every window // 10 epochs) where the last window's
+    mean loss improved on the one before by less than tol, not at the next multiple of the
+    window."""
+    from types import SimpleNamespace
+
+    from spaseg.tl._elbo_watch import relative_gain, training_watch
+
+    window, tol = 100, 0.01
+    losses = 1000.0 * np.exp(-np.arange(2000) / 150.0) + 100.0  # flattens smoothly
+    watch = training_watch("test", len(losses), tol=tol, window=window)
+    trainer = SimpleNamespace(should_stop=False)
+    for loss in losses:
+        watch.on_train_batch_end(trainer, None, {"loss": loss}, None, 0)
+        watch.on_train_epoch_end(trainer, None)
+        if trainer.should_stop:
+            break
+    gains = [relative_gain(losses[:n], window) for n in range(1, len(losses) + 1)]
+    first = next(n for n in range(2 * window, len(losses) + 1, 10) if gains[n - 1] < tol)
+    assert watch.stopped_at == first and first % window != 0

@@ -4,7 +4,8 @@ cell2location's spatial model is trained for a fixed number of full-batch epochs
 recommended, sized for a GPU). On a CPU that is hours for a Visium section, and most of them
 change the abundances very little (``benchmarks/c2l_cpu.py``). The watch logs the epoch, the
 ELBO and the time left every ``log_every_s`` seconds, and stops training once the mean loss of
-the last ``window`` epochs improves on the window before it by less than ``tol`` (relative).
+the last ``window`` epochs improves on the window before it by less than ``tol`` (relative),
+checked every tenth of a window (so the stop does not wait for the next multiple of it).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def training_watch(
         The training's epoch limit (for the time left).
     tol
         Stop once the last ``window`` epochs improve the mean loss by less than this share on the
-        ``window`` before them; checked every ``window`` epochs. 0 never stops early.
+        ``window`` before them; checked every ``window // 10`` epochs (at least every epoch),
+        from the second window on. 0 never stops early.
     window
         Epochs per window.
     log_every_s
@@ -50,6 +52,8 @@ def training_watch(
     training stopped at, ``None`` when it ran to ``max_epochs``) are there after training.
     """
     from lightning.pytorch.callbacks import Callback
+
+    check_every = max(1, window // 10)
 
     class TrainingWatch(Callback):
         def __init__(self):
@@ -67,7 +71,7 @@ def training_watch(
             self.losses.append(float(np.mean(self._epoch_losses)))
             self._epoch_losses.clear()
             epochs = len(self.losses)
-            if tol > 0 and epochs % window == 0:
+            if tol > 0 and epochs >= 2 * window and epochs % check_every == 0:
                 gain = relative_gain(np.asarray(self.losses), window)
                 if gain < tol:
                     self.stopped_at = epochs
