@@ -149,6 +149,8 @@ def main(argv=None) -> None:
 
     if args.cerebellum:
         folder = REPO.parent / "shared" / "data" / "cerebellum"
+        if not folder.is_dir():
+            parser.error(f"--cerebellum: {folder} not found")
         reference = ad.read_h5ad(folder / "reference_scrna.h5ad")
         spots, truth, per_spot, name = ad.read_h5ad(folder / "slideseq_puck.h5ad"), None, 2, "puck"
     else:
