@@ -41,7 +41,8 @@ speed
     <= 2 min, <= 4 GB on 2 cores), and its growth with spots and with pairs. Each size runs in
     a process of its own that reads the section from an ``.h5ad`` as the workflow's rule does
     (``benchmarks/_lr_speed.py``): time and peak resident memory of that process during the
-    call, the data read before it included.
+    call, the data read before it included. The lattices stay in ``--out`` as
+    ``lattice_<spots>.h5ad`` (1.7 GB at 1 M spots) and are reused.
 
 cerebellum and dlpfc also list every pair x domain row with ``padj < alpha`` and compare the
 section-level scores (``"all"``) with LIANA+'s global bivariate Moran's R
@@ -590,7 +591,7 @@ def speed(out: Path, quick: bool) -> None:
         one = [sys.executable, str(Path(__file__).with_name("_lr_speed.py"))]
         done = subprocess.run(
             [*one, str(path), str(n_pairs), str(SPEED_DRAWS)],
-            check=True, capture_output=True, text=True,
+            check=True, stdout=subprocess.PIPE, text=True,  # its log and errors: to ours
         )  # fmt: skip
         rows.append(
             {**json.loads(done.stdout.splitlines()[-1]), "load avg (1 min) before": f"{load:.1f}"}

@@ -378,8 +378,13 @@ def _score_all(
     # Neighbour sums over one receiving domain at a time, for the domain x domain summary.
     by_receiver = [graph @ sparse.diags((codes == d).astype(np.float32)) for d in range(n_dom)]
     by_receiver = [m.tocsr() for m in by_receiver]
-    weighted = not np.all(h == 1)
-    n_columns = columns.entities.shape[1] + columns.genes.shape[1]
+    # The same with each edge i -> j weighted by H_j (sum_j sqrt(X_j) H_j without a weighted
+    # copy of the data); none when every H is 1 (the unweighted sums serve).
+    by_receiver_h = None
+    if not np.all(h == 1):
+        by_receiver_h = [(m @ sparse.diags(h)).tocsr() for m in by_receiver]
+    n_ent = columns.entities.shape[1]
+    n_columns = n_ent + columns.genes.shape[1]
 
     obs_sum = np.zeros((n_dom, n_pairs))
     background_sum = np.zeros((n_dom, len(background.ligand)))
@@ -420,27 +425,25 @@ def _score_all(
         # The background needs only the boundary (edges between two domains): inside a domain
         # the per-domain test above applies.
         sqrt_h = sqrt_expr * h[rows]
-        n_ent = columns.entities.shape[1]
         for d in range(n_dom):
             link = by_receiver[d][rows]
+            link_h = None if by_receiver_h is None else by_receiver_h[d][rows]
             sel = np.flatnonzero(np.diff(link.indptr))
             edge_sum[:, d, :] += _edge_sums(
-                link[sel],
+                (link[sel], None if link_h is None else link_h[sel]),
                 columns,
                 sqrt_expr[:n_ent, sel],
                 sqrt_h[:n_ent, sel],
-                h if weighted else None,
                 pairs,
                 dom[sel],
                 entities_only=True,
             ).T
             cross = sel[codes[rows][sel] != d]
             background_edge_sum[:, d, :] += _edge_sums(
-                link[cross],
+                (link[cross], None if link_h is None else link_h[cross]),
                 columns,
                 sqrt_expr[:, cross],
                 sqrt_h[:, cross],
-                h if weighted else None,
                 background,
                 dom[cross],
             ).T
@@ -473,25 +476,20 @@ def _score_all(
     )
 
 
-def _edge_sums(
-    link, columns, sqrt_expr, sqrt_h, h, pairs, dom, *, entities_only=False
-) -> np.ndarray:
-    """Per pair and sender domain: the sum over directed edges i -> j (``i`` the rows of
-    ``link``, ``j`` its columns) of ``sqrt(L_i R_j) (H_i + H_j) / 2``.
+def _edge_sums(links, columns, sqrt_expr, sqrt_h, pairs, dom, *, entities_only=False):
+    """Per pair and sender domain: the sum over directed edges i -> j (``i`` the rows of the
+    links, ``j`` their columns) of ``sqrt(L_i R_j) (H_i + H_j) / 2``.
 
+    ``links`` are the edges unweighted and weighted by ``H_j`` (``None``: every H is 1);
     ``sqrt_expr``/``sqrt_h`` are sqrt-expression (times H) of the rows, columns x spots;
-    ``h`` is every spot's H (``None``: all 1); ``pairs`` has ``ligand`` and ``receptor``
-    column indices; ``dom`` is the rows' one-hot domains.
+    ``pairs`` has ``ligand`` and ``receptor`` column indices; ``dom`` is the rows' one-hot
+    domains.
     """
+    link, link_h = links
     if not link.shape[0]:
         return np.zeros((len(pairs.ligand), dom.shape[1]))
     n1 = columns.product_t(link, entities_only=entities_only)  # sum_j sqrt(X_j)
-    if h is None:
-        n2 = n1
-    else:  # sum_j sqrt(X_j) H_j: the graph's edges weighted by H_j, not a weighted data copy
-        link = link.copy()
-        link.data *= h[link.indices]
-        n2 = columns.product_t(link, entities_only=entities_only)
+    n2 = n1 if link_h is None else columns.product_t(link_h, entities_only=entities_only)
     edge = np.take(sqrt_h, pairs.ligand, axis=0) * np.take(n1, pairs.receptor, axis=0)
     edge += np.take(sqrt_expr, pairs.ligand, axis=0) * np.take(n2, pairs.receptor, axis=0)
     return 0.5 * (edge @ dom)
