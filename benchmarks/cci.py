@@ -255,7 +255,10 @@ def accuracy(out: Path, quick: bool) -> bool:
 
 def shipped(**override) -> dict:
     """``lr_scores`` keywords as rule cci passes them from the config (``override`` wins)."""
-    keys = ("organism", "complex_policy", "rings", "radius", "n_bins", "min_spots", "alpha", "seed")
+    keys = (
+        "organism", "complex_policy", "rings", "radius", "n_bins", "min_spots", "alpha", "seed",
+        "n_permutations",
+    )  # fmt: skip
     return {k: CCI[k] for k in keys} | {"n_background": REAL_BACKGROUND} | override
 
 
@@ -268,23 +271,29 @@ def describe(settings: dict) -> str:
     )
 
 
-def print_significant(name: str, pairs: pd.DataFrame, out: Path, alpha: float) -> None:
-    """Every pair x domain row with ``padj < alpha``, by domain (``all``: the section)."""
-    hits = pairs[pairs["padj"] < alpha]
-    hits = hits.sort_values(["domain", "padj", "zscore"], ascending=[True, True, False])
-    hits.to_csv(out / f"{name}_significant.tsv", sep="\t", index=False)
+def print_significant(
+    name: str, pairs: pd.DataFrame, out: Path, alpha: float, suffix: str = "", n_list: int = 12
+) -> None:
+    """Every pair x domain row with ``padj{suffix} < alpha``, by domain (``all``: the section);
+    the first ``n_list`` of each domain by z-score printed, all of them saved."""
+    padj, z = f"padj{suffix}", f"zscore{suffix}"
+    test = "spot-permutation test" if suffix else "random-pair test"
+    hits = pairs[pairs[padj] < alpha].sort_values(["domain", z], ascending=[True, False])
+    hits.to_csv(out / f"{name}_significant{suffix}.tsv", sep="\t", index=False)
     counts = hits["domain"].value_counts().reindex(pd.unique(pairs["domain"]), fill_value=0)
     print(
-        f"{len(hits)} of {len(pairs)} pair x domain rows with padj < {alpha} ("
+        f"{test}: {len(hits)} of {len(pairs)} pair x domain rows with {padj} < {alpha} ("
         + ", ".join(f"{d} {n}" for d, n in counts.items())
         + ")"
     )
     for domain, rows in hits.groupby("domain", sort=False):
+        head = rows.head(n_list)
         listed = ", ".join(
-            f"{p} (z {z:.1f}, padj {q:.2g})"
-            for p, z, q in zip(rows["pair"], rows["zscore"], rows["padj"], strict=True)
+            f"{p} (z {zz:.1f}, padj {q:.2g})"
+            for p, zz, q in zip(head["pair"], head[z], head[padj], strict=True)
         )
-        print(f"  {domain} ({len(rows)}): {listed}")
+        more = f" ... and {len(rows) - n_list} more" if len(rows) > n_list else ""
+        print(f"  {domain} ({len(rows)}): {listed}{more}")
 
 
 def liana_section(adata: ad.AnnData, lr: ad.AnnData) -> ad.AnnData:
@@ -345,9 +354,10 @@ def liana_morans(sub: ad.AnnData, lr: ad.AnnData, graph, min_spots: int) -> tupl
 def agreement(name: str, lr: ad.AnnData, morans: pd.Series, graph: str, seconds: float) -> dict:
     """Spearman of our section-level scores with Moran's R and the overlap of the top 50."""
     section = lr.uns["lr_pairs"].query("domain == 'all'").set_index("pair")
-    both = section[["mean_score", "zscore"]].join(morans.rename("R"), how="inner")
+    both = section[["mean_score", "zscore", "zscore_perm"]].join(morans.rename("R"), how="inner")
     n = min(50, len(both))
-    top = {c: set(both[c].nlargest(n).index) for c in ("mean_score", "zscore", "R")}
+    top = {c: set(both[c].nlargest(n).index) for c in ("mean_score", "zscore", "zscore_perm", "R")}
+    perm = both.dropna(subset=["zscore_perm"])
     return {
         "section": name,
         "liana graph": graph,
@@ -356,6 +366,8 @@ def agreement(name: str, lr: ad.AnnData, morans: pd.Series, graph: str, seconds:
         "Spearman (z vs R)": stats.spearmanr(both["zscore"], both["R"])[0],
         "top-50 overlap (mean score)": f"{len(top['mean_score'] & top['R'])}/{n}",
         "top-50 overlap (z)": f"{len(top['zscore'] & top['R'])}/{n}",
+        "Spearman (permutation z vs R)": stats.spearmanr(perm["zscore_perm"], perm["R"])[0],
+        "top-50 overlap (permutation z)": f"{len(top['zscore_perm'] & top['R'])}/{n}",
         "liana s": seconds,
     }
 
@@ -394,6 +406,7 @@ def report_real(out: Path, label: str, adata: ad.AnnData, lr: ad.AnnData, settin
     print_top(lr.uns["lr_pairs"], alpha=alpha)
     print_domain_pairs(lr.uns["lr_domain_pairs"], alpha=alpha)
     print_significant(label.split()[0], lr.uns["lr_pairs"], out, alpha)
+    print_significant(label.split()[0], lr.uns["lr_pairs"], out, alpha, suffix="_perm")
     compare_liana(out, label, adata, lr, settings)
 
 
@@ -494,20 +507,33 @@ def shuffled(adata: ad.AnnData, rng: np.random.Generator) -> ad.AnnData:
 
 def null_row(name: str, lr: ad.AnnData) -> dict:
     """The domain-level tests (``lr_pairs``) and the boundary tests (``lr_domain_pairs``, the
-    rows tested) of one run on null data."""
-    from scipy import stats
-
+    rows tested) of one run on null data: the random-pair test, then the spot-permutation test
+    (``_perm``)."""
     pairs = lr.uns["lr_pairs"]
-    p = pairs["pval"].to_numpy()
-    edges = lr.uns["lr_domain_pairs"].dropna(subset=["pval"])
-    return {
-        "data": name, "tests": len(p), "share p < 0.05": float(np.mean(p < 0.05)),
-        "KS p (uniform)": float(stats.kstest(p, "uniform").pvalue),
-        "min p": float(p.min()), "any padj < 0.05": bool((pairs["padj"] < 0.05).any()),
-        "boundary tests": len(edges),
-        "boundary share p < 0.05": float(np.mean(edges["pval"] < 0.05)) if len(edges) else np.nan,
-        "boundary any padj < 0.05": bool((edges["padj"] < 0.05).any()),
-    }  # fmt: skip
+    row = {"data": name, "tests": len(pairs)}
+    for test, suffix in (("", ""), ("perm ", "_perm")):
+        p = pairs[f"pval{suffix}"].dropna().to_numpy()
+        edges = lr.uns["lr_domain_pairs"].dropna(subset=[f"pval{suffix}"])
+        row |= {
+            f"{test}share p < 0.05": float(np.mean(p < 0.05)),
+            f"{test}KS p": float(stats.kstest(p, "uniform").pvalue),
+            f"{test}min p": float(p.min()),
+            f"{test}any padj < 0.05": bool((pairs[f"padj{suffix}"] < 0.05).any()),
+            f"{test}boundary share p < 0.05": float(np.mean(edges[f"pval{suffix}"] < 0.05)),
+            f"{test}boundary any padj < 0.05": bool((edges[f"padj{suffix}"] < 0.05).any()),
+        }
+    return row
+
+
+def permuted_coordinates(adata: ad.AnnData, rng: np.random.Generator) -> ad.AnnData:
+    """The spots' positions dealt out at random: each spot keeps its whole profile (and its
+    domain), so genes stay co-expressed within spots but not across neighbours."""
+    out = adata.copy()
+    order = rng.permutation(adata.n_obs)
+    for key in ("array_row", "array_col"):
+        out.obs[key] = adata.obs[key].to_numpy()[order]
+    out.obsm["spatial"] = np.asarray(adata.obsm["spatial"])[order]
+    return out
 
 
 def calibration(out: Path, quick: bool) -> bool:
@@ -536,15 +562,24 @@ def calibration(out: Path, quick: bool) -> bool:
         for k in range(1 if quick else 3):
             lr = lr_scores(shuffled(adata, rng), "consensus", n_background=REAL_BACKGROUND, seed=k)
             rows.append(null_row(f"DLPFC 151673, shuffle {k}", lr))
+        for k in range(1 if quick else 3):
+            lr = lr_scores(
+                permuted_coordinates(adata, rng), "consensus", n_background=REAL_BACKGROUND, seed=k
+            )
+            rows.append(null_row(f"DLPFC 151673, coordinates permuted {k}", lr))
     result = pd.DataFrame(rows)
     print(table(result.round(4).to_dict("records")))
     sim_rows = result[result["data"].str.startswith("simulated")]
     share = sim_rows["share p < 0.05"].mean()
     fdr = float(result["any padj < 0.05"].mean())
-    print(
-        f"simulated: mean share p < 0.05 = {share:.3f} (target 0.03-0.07); runs with a false "
-        f"discovery: {fdr:.3f} of {len(result)} (FDR under the complete null; target <= 0.05)"
-    )
+    for test in ("", "perm "):
+        print(
+            f"{test or 'random-pair '}test, simulated: mean share p < 0.05 = "
+            f"{sim_rows[test + 'share p < 0.05'].mean():.3f} (target 0.03-0.07); runs with a "
+            f"false discovery (domain or boundary), all data: "
+            f"{(result[test + 'any padj < 0.05'] | result[test + 'boundary any padj < 0.05']).mean():.3f}"
+            f" of {len(result)} (FDR under the complete null; target <= 0.05)"
+        )
 
     print("\n## power: planted pairs by strength (lr_counts), padj < 0.05")
     power = []
@@ -556,13 +591,25 @@ def calibration(out: Path, quick: bool) -> bool:
         section = lr.uns["lr_pairs"].query("domain == 'all'").set_index("pair")
         kind = sim.pairs.assign(pair=sim.pairs["ligand"] + "^" + sim.pairs["receptor"])
         kind = kind.set_index(kind["pair"].str.upper())["kind"]
-        hit = section["padj"] < 0.05
-        power.append({
-            "lr_counts": f"{low}-{high}",
-            "planted found": float(hit[kind.reindex(hit.index) == "planted"].mean()),
-            "controls found": float(hit[kind.reindex(hit.index) != "planted"].mean()),
-            "min planted p": float(section["pval"][kind.reindex(section.index) == "planted"].min()),
-        })  # fmt: skip
+        planted = (kind.reindex(section.index) == "planted").to_numpy()
+        truth = sim.pairs.assign(
+            pair=(sim.pairs["ligand"] + "^" + sim.pairs["receptor"]).str.upper()
+        )
+        edges = lr.uns["lr_domain_pairs"].merge(truth, on="pair", suffixes=("", "_t"))
+        right = (edges["sender"] == edges["sender_t"]) & (edges["receiver"] == edges["receiver_t"])
+        row = {"lr_counts": f"{low}-{high}"}
+        for test, suffix in (("", ""), ("perm ", "_perm")):
+            hit = (section[f"padj{suffix}"] < 0.05).to_numpy()
+            across = edges[f"padj{suffix}"] < 0.05
+            row |= {
+                f"{test}section: planted found": float(hit[planted].mean()),
+                f"{test}section: controls found": float(hit[~planted].mean()),
+                f"{test}boundary: planted right": int(
+                    (across & right & (edges["kind"] == "planted")).sum()
+                ),
+                f"{test}boundary: controls": int((across & (edges["kind"] != "planted")).sum()),
+            }
+        power.append(row)  # fmt: skip
     print(table(power))
     return 0.03 <= share <= 0.07 and fdr <= 0.05
 

@@ -48,6 +48,7 @@ lrdata = spaseg.tl.lr_scores(
     rings=cci["rings"],
     radius=cci["radius"],
     n_background=cci["n_background"],
+    n_permutations=cci["n_permutations"],
     n_bins=cci["n_bins"],
     min_spots=cci["min_spots"],
     alpha=cci["alpha"],
@@ -75,9 +76,11 @@ for name, table in tables.items():
     with atomic_path(snakemake.output[name]) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
 figures = {
-    "top": spaseg.pl.lr_spatial(lrdata, n_top=cci["n_top"], alpha=cci["alpha"], title=sample),
+    "top": spaseg.pl.lr_spatial(
+        lrdata, n_top=cci["n_top"], alpha=cci["alpha"], test=cci["test"], title=sample
+    ),
     "heatmap": spaseg.pl.domain_heatmap(
-        tables["domain_pairs"], ligrec, alpha=cci["alpha"], title=sample
+        tables["domain_pairs"], ligrec, alpha=cci["alpha"], test=cci["test"], title=sample
     ),
 }
 for name, figure in figures.items():

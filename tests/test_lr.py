@@ -263,11 +263,14 @@ def test_plots_draw(simulated):
     lr = lr_scores(adata, pairs, n_background=50, min_spots=3)
     figure = lr_spatial(lr, n_top=1)
     assert len(figure.axes) >= 2  # domains, then at least one pair
-    # The title says when no pair passes, and only then (at alpha 0 none can).
-    said = "no pair has padj" in (figure._suptitle.get_text() if figure._suptitle else "")
-    assert said == top_pairs(lr.uns["lr_pairs"], n=1, alpha=0.05).empty
+    # The title says when no pair passes, and only then (at alpha 0 none can); for each test.
+    for test in ("permutation", "random_pairs", "both"):
+        figure = lr_spatial(lr, n_top=1, test=test)
+        said = "no pair passes" in (figure._suptitle.get_text() if figure._suptitle else "")
+        assert said == top_pairs(lr.uns["lr_pairs"], n=1, alpha=0.05, test=test).empty
+    assert not top_pairs(lr.uns["lr_pairs"], n=1, test="permutation").empty  # planted pairs
     none_pass = lr_spatial(lr, n_top=1, alpha=0.0, title="s1")
-    assert none_pass._suptitle.get_text().startswith("s1: no pair has padj < 0.0")
+    assert none_pass._suptitle.get_text().startswith("s1: no pair passes the permutation test")
     ligrec = pd.DataFrame({"sender": ["D0"], "receiver": ["D1"], "padj": [0.01]})
     assert len(domain_heatmap(lr.uns["lr_domain_pairs"], ligrec).axes) == 6  # 3 maps + bars
     plt.close("all")

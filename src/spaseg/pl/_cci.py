@@ -10,20 +10,20 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from ..tl._lr_data import ALL
-from ..tl._lr_tables import top_pairs
+from ..tl._lr_tables import TESTS, passing, top_pairs
 from ._plots import _spot_size, _tissue_axes, _xy, spatial
 
 
 def _best_pairs(
-    table: pd.DataFrame, n_top: int, alpha: float, most: int = 8
+    table: pd.DataFrame, n_top: int, alpha: float, test: str, most: int = 8
 ) -> tuple[list[str], bool]:
-    """The pairs to show, and whether they passed ``padj < alpha`` (else: the section's
+    """The pairs to show, and whether they passed ``test`` at ``alpha`` (else: the section's
     ``n_top`` by z-score, none significant)."""
-    best = top_pairs(table, n=n_top, alpha=alpha)
+    best = top_pairs(table, n=n_top, alpha=alpha, test=test)
     passed = not best.empty
     if not passed:
         section = table[table["domain"] == ALL]
-        best = section.sort_values("zscore", ascending=False).head(n_top)
+        best = section.sort_values(f"zscore{TESTS[test][0]}", ascending=False).head(n_top)
     return list(pd.unique(best["pair"]))[:most], passed
 
 
@@ -62,19 +62,23 @@ def lr_spatial(
     domain_key: str = "domain",
     ncols: int = 3,
     alpha: float = 0.05,
+    test: str = "permutation",
     title: str | None = None,
 ) -> Figure:
     """Spot scores of L-R pairs on the tissue; spots with spot-level ``padj < alpha`` ringed.
 
     ``lrdata`` is the output of :func:`spaseg.tl.lr_scores`; the first panel shows the domains.
-    ``pairs=None`` shows the best pairs: each domain's ``n_top`` by z-score among those with
-    ``padj < alpha`` (at most 8 in all), or, if none passes, the section's ``n_top`` by z-score,
-    and the figure's title then says that none is significant.
+    ``pairs=None`` shows the best pairs: each domain's ``n_top`` by z-score among those that
+    pass ``test`` (:func:`spaseg.tl.top_pairs`; at most 8 in all), or, if none passes, the
+    section's ``n_top`` by z-score, and the figure's title then says that none is significant.
     """
     if pairs is None:
-        pairs, passed = _best_pairs(lrdata.uns["lr_pairs"], n_top, alpha)
+        pairs, passed = _best_pairs(lrdata.uns["lr_pairs"], n_top, alpha, test)
         if not passed:
-            note = f"no pair has padj < {alpha}: the top {len(pairs)} by z-score, not significant"
+            note = (
+                f"no pair passes the {test.replace('_', '-')} test at FDR {alpha}: "
+                f"the top {len(pairs)} by z-score, not significant"
+            )
             title = f"{title}: {note}" if title else note
     panels = ([domain_key] if domain_key in lrdata.obs else []) + list(pairs)
     nrows = int(np.ceil(max(len(panels), 1) / ncols))
@@ -105,17 +109,18 @@ def domain_heatmap(
     ligrec: pd.DataFrame | None = None,
     *,
     alpha: float = 0.05,
+    test: str = "permutation",
     title: str | None = None,
 ) -> Figure:
     """Domain x domain (sender rows, receiver columns): summed L-R edge scores; the number of
-    pairs significant across each boundary (``lr_domain_pairs``); with ``ligrec``, the number
-    squidpy's permutation test finds significant per domain pair."""
+    pairs that pass ``test`` across each boundary (``lr_domain_pairs``); with ``ligrec``, the
+    number squidpy's permutation test finds significant per domain pair."""
     strength = domain_pairs.pivot_table(
         index="sender", columns="receiver", values="score", aggfunc="sum", observed=True
     )
 
-    def hits(table: pd.DataFrame) -> pd.DataFrame:
-        counts = table.assign(hit=table["padj"] < alpha).pivot_table(
+    def hits(table: pd.DataFrame, test: str = "random_pairs") -> pd.DataFrame:
+        counts = table.assign(hit=passing(table, alpha, test)).pivot_table(
             index="sender", columns="receiver", values="hit", aggfunc="sum"
         )
         return counts.reindex(index=strength.index, columns=strength.columns).fillna(0)
@@ -124,8 +129,9 @@ def domain_heatmap(
     if "padj" in domain_pairs:
         panels.append(
             (
-                f"pairs with padj < {alpha} across\nthe boundary (random-pair test)",
-                hits(domain_pairs),
+                f"pairs passing the {test.replace('_', '-')} test\n"
+                f"at FDR {alpha} across the boundary",
+                hits(domain_pairs, test),
             )
         )
     if ligrec is not None and len(ligrec):

@@ -21,7 +21,9 @@ statistic relative to what its genes' expression alone gives (the product of the
 section-wide mean sqrt-expression, ``_lr_tables._Expected``), and are empirical where at
 least 10 background pairs reach it, from a generalised Pareto fit to the background's tail
 beyond, so p-values far below ``1 / (n_background + 1)`` are reachable; BH runs over every
-pair and domain of a table at once (:mod:`spaseg.tl._lr_tables`). The resource and its
+pair and domain of a table at once (:mod:`spaseg.tl._lr_tables`). Beside it, every domain and
+boundary statistic also gets a within-domain permutation test (``*_perm`` columns,
+:mod:`spaseg.tl._lr_perm`). The resource and its
 matching to the data: :mod:`spaseg.tl._lr_data`; squidpy's ``ligrec`` beside it:
 :mod:`spaseg.tl._ligrec`.
 """
@@ -55,7 +57,9 @@ from ._lr_data import (
     load_resource,
 )
 from ._lr_null import _Background, _count_at_least, _draw_background, _expression_bins
+from ._lr_perm import permutation_setup
 from ._lr_tables import (
+    MIN_EDGES,
     _assemble,
     _Counts,
     _domain_pairs_table,
@@ -188,6 +192,7 @@ def lr_scores(
     rings: int = 2,
     radius: float | None = None,
     n_background: int = 1000,
+    n_permutations: int = 5,
     n_bins: int = 10,
     min_spots: int = 10,
     alpha: float = 0.05,
@@ -226,6 +231,10 @@ def lr_scores(
         beyond the draws come from a tail fitted to them (at least 60 draws; fewer: empirical
         only, at least ``1 / (n_background + 1)``); spot-level ones are empirical. The cost
         grows with it (100 is 5-10x faster than 1000).
+    n_permutations
+        Permutations of the spots' expression within each domain for the permutation test:
+        their z-scores, pooled over every test of a table, give its p-values (0: the normal
+        tail of z, too thin where a statistic rests on a few spots).
     n_bins
         Expression bins (quantiles of the genes' mean sqrt-expression) for the matching.
     min_spots
@@ -251,13 +260,21 @@ def lr_scores(
     - ``uns["lr_pairs"]``: per pair and domain (``"all"`` for the section): ``n_spots`` (score >
       0), ``mean_score``, ``zscore`` and ``pval`` against the background's domain means
       (empirical, or from the fitted tail beyond the draws), ``padj`` (BH over every pair and
-      domain of the table), ``frac_spots_significant`` (spot ``padj < alpha``);
+      domain of the table), ``zscore_perm``, ``pval_perm``, ``padj_perm`` (the within-domain
+      permutation test: z of the domain mean against its mean and variance when each domain's
+      spots swap their expression at random, p against the pooled z-scores of
+      ``n_permutations`` such permutations, BH over the table; NaN where the ligand or
+      receptor is detected in fewer than ``min_spots`` of the domain's spots),
+      ``frac_spots_significant`` (spot ``padj < alpha``);
     - ``uns["lr_domain_pairs"]``: per pair, ``sender`` domain (ligand) and ``receiver`` domain
       (receptor): ``score``, the mean over directed neighbour edges of
       ``sqrt(L_i R_j) (H_i + H_j) / 2``, and ``n_edges``; across two domains also ``zscore``,
       ``pval`` and ``padj`` (BH over every pair and domain pair) against the background pairs'
-      edge means (inside a domain these are NaN: the per-domain test of ``lr_pairs`` covers it;
-      so are those of two domains joined by fewer than ``MIN_EDGES`` (10) edges);
+      edge means, and ``zscore_perm``, ``pval_perm``, ``padj_perm`` of the permutation test
+      (inside a domain these are NaN: the per-domain test of ``lr_pairs`` covers it; so are
+      those of two domains joined by fewer than ``MIN_EDGES`` (10) edges, and, for the
+      permutation test, where fewer than ``min_spots`` boundary spots of the sending side
+      detect the ligand or of the receiving side the receptor);
     - ``uns["lr"]``: the parameters.
     """
     for name, value, low in (("n_background", n_background, 1), ("n_bins", n_bins, 1)):
@@ -320,7 +337,19 @@ def lr_scores(
     )
 
     graph = neighbour_graph(adata, rings=rings, radius=radius)
-    result = _score_all(columns, graph, h, domains, pairs, background, expected, alpha)
+    result = _score_all(
+        columns,
+        graph,
+        h,
+        domains,
+        pairs,
+        background,
+        expected,
+        alpha,
+        min_spots,
+        n_permutations,
+        np.random.default_rng([seed, 1]),  # apart from the background's draws
+    )
     lrdata = _assemble(adata, pairs, entity_bin, domains, h, result)
     lrdata.uns["lr"] = {
         "resource": resource if isinstance(resource, str) else type(resource).__name__,
@@ -329,6 +358,7 @@ def lr_scores(
         "rings": rings,
         "radius": "none" if radius is None else radius,
         "n_background": n_background,
+        "n_permutations": n_permutations,
         "n_bins": n_bins,
         "min_spots": min_spots,
         "alpha": alpha,
@@ -367,6 +397,9 @@ def _score_all(
     background: _Background,
     expected: _Expected,
     alpha: float,
+    min_spots: int,
+    n_permutations: int,
+    rng: np.random.Generator,
 ) -> _Result:
     """Scores, spot-level p-values and per-domain sums, one chunk of spots at a time."""
     n_spots, n_pairs = graph.shape[0], len(pairs.table)
@@ -465,13 +498,35 @@ def _score_all(
         passing,
     )
     n_edges = (onehot @ graph @ onehot.T).toarray()
+    permutation = permutation_setup(
+        columns.entities,
+        mean_op,
+        graph,
+        h,
+        codes,
+        n_dom,
+        domains.labelled,
+        pairs.ligand,
+        pairs.receptor,
+        boundary_tested=(n_edges >= MIN_EDGES) & ~np.eye(n_dom, dtype=bool),
+        min_spots=min_spots,
+        n_permutations=n_permutations,
+        rng=rng,
+    )
     return _Result(
         scores,
         _neglog10_layer(scores, count, p_of_count),
         _neglog10_layer(scores, count, padj_of_count.astype(np.float32)),
-        _domain_table(pairs, domains, counts, background, expected),
+        _domain_table(pairs, domains, counts, background, expected, permutation),
         _domain_pairs_table(
-            pairs, domains, edge_sum, background_edge_sum, n_edges, background, expected
+            pairs,
+            domains,
+            edge_sum,
+            background_edge_sum,
+            n_edges,
+            background,
+            expected,
+            permutation,
         ),
     )
 

@@ -12,11 +12,12 @@ from scipy import sparse
 
 from ._lr_data import ALL, _Domains, _pair_names, _Pairs
 from ._lr_null import _Background, _empirical
+from ._lr_perm import Permutation, pooled_pvalues
 from ._moran import bh_adjust
 
 PAIR_COLUMNS = [
     "pair", "ligand", "receptor", "domain", "n_spots", "mean_score", "zscore", "pval", "padj",
-    "frac_spots_significant",
+    "zscore_perm", "pval_perm", "padj_perm", "frac_spots_significant",
 ]  # fmt: skip
 
 
@@ -56,15 +57,34 @@ class _Expected:
     background: np.ndarray  # per background pair
 
 
+def _with_permutation(table: pd.DataFrame, observed, test: Permutation, which: str) -> None:
+    """Add ``zscore_perm``, ``pval_perm`` and ``padj_perm`` (BH over the tested rows: one
+    family, like ``padj``) of ``observed`` (statistics x pairs, flattened as ``table``), for
+    the ``which`` (``"domains"`` or ``"boundaries"``) statistics of ``test``; NaN where not
+    tested. p against the pooled permutation draws of the family when there are any, else
+    the normal tail of z."""
+    z, p = test.zscores(observed, which)
+    null = test.null_domains if which == "domains" else test.null_boundaries
+    if null is not None:
+        p = pooled_pvalues(z, null)
+    z, p = z.ravel(), p.ravel()
+    tested = np.isfinite(p)
+    padj = np.full(p.size, np.nan)
+    padj[tested] = bh_adjust(p[tested])
+    table["zscore_perm"], table["pval_perm"], table["padj_perm"] = z, p, padj
+
+
 def _domain_table(
     pairs: _Pairs,
     domains: _Domains,
     counts: _Counts,
     background: _Background,
     expected: _Expected,
+    permutation: Permutation,
 ) -> pd.DataFrame:
     """Per pair and domain (and the whole section): mean score against the background's,
-    each relative to what its genes' expression alone gives (:class:`_Expected`)."""
+    each relative to what its genes' expression alone gives (:class:`_Expected`), and
+    against spots placed at random (:class:`_Permutation`)."""
     names = domains.names
     if domains.labelled:
         counts, names = counts.with_total(), [*names, ALL]
@@ -92,6 +112,7 @@ def _domain_table(
     )
     # One family: every pair in every domain (and the section), as the table is read.
     table["padj"] = bh_adjust(table["pval"].to_numpy())
+    _with_permutation(table, mean, permutation, "domains")
     return table[PAIR_COLUMNS]
 
 
@@ -108,10 +129,12 @@ def _domain_pairs_table(
     n_edges: np.ndarray,
     background: _Background,
     expected: _Expected,
+    permutation: Permutation,
 ) -> pd.DataFrame:
     """Per pair, sender and receiver domain: mean edge score; across two domains, also its
     z-score, empirical p and BH padj (per domain pair) against the background pairs', each
-    relative to what its genes' expression alone gives (:class:`_Expected`)."""
+    relative to what its genes' expression alone gives (:class:`_Expected`), and the same
+    against spots placed at random (:class:`_Permutation`)."""
     n_dom, _, n_pairs = edge_sum.shape
     edges = n_edges[:, :, None]
     mean = np.divide(edge_sum, edges, out=np.zeros_like(edge_sum), where=edges > 0)
@@ -131,7 +154,7 @@ def _domain_pairs_table(
     flat_tested = np.repeat(tested, n_pairs)
     padj[flat_tested] = bh_adjust(pval.ravel()[flat_tested])
     names = np.asarray(domains.names, dtype=object)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "pair": np.tile(_pair_names(pairs.table), n_dom * n_dom),
             "sender": np.repeat(names, n_dom * n_pairs),
@@ -143,6 +166,9 @@ def _domain_pairs_table(
             "padj": padj,
         }
     )
+    observed = mean.reshape(n_dom * n_dom, n_pairs)
+    _with_permutation(table, observed, permutation, "boundaries")
+    return table
 
 
 def _assemble(
@@ -169,11 +195,31 @@ def _assemble(
     return lrdata
 
 
-def top_pairs(table: pd.DataFrame, *, n: int = 5, alpha: float = 0.05) -> pd.DataFrame:
-    """The ``n`` pairs of each domain with the largest z-score among those with ``padj < alpha``.
+#: Which test's ``padj`` (and z-score) decides a table row: the within-domain permutation test
+#: (``_perm`` columns), the random-pair test, or both together (a row passes when both do).
+TESTS = {"permutation": ("_perm",), "random_pairs": ("",), "both": ("_perm", "")}
+
+
+def passing(table: pd.DataFrame, alpha: float = 0.05, test: str = "permutation") -> pd.Series:
+    """Rows of an L-R table (``uns["lr_pairs"]``, ``uns["lr_domain_pairs"]`` or their TSVs)
+    whose ``test`` passes: ``padj_perm``, ``padj`` or both below ``alpha``."""
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {sorted(TESTS)}, not {test!r}")
+    hit = pd.Series(True, index=table.index)
+    for suffix in TESTS[test]:
+        hit &= table[f"padj{suffix}"] < alpha
+    return hit
+
+
+def top_pairs(
+    table: pd.DataFrame, *, n: int = 5, alpha: float = 0.05, test: str = "permutation"
+) -> pd.DataFrame:
+    """The ``n`` pairs of each domain with the largest z-score among those that pass ``test``
+    (:func:`passing`) with a positive mean score.
 
     ``table`` is ``uns["lr_pairs"]`` of :func:`lr_scores` (or ``cci/pairs.tsv``).
     """
-    hits = table[(table["padj"] < alpha) & (table["mean_score"] > 0)]
-    hits = hits.sort_values(["domain", "zscore", "mean_score"], ascending=[True, False, False])
+    z = f"zscore{TESTS[test][0]}" if test in TESTS else "zscore"
+    hits = table[passing(table, alpha, test) & (table["mean_score"] > 0)]
+    hits = hits.sort_values(["domain", z, "mean_score"], ascending=[True, False, False])
     return hits.groupby("domain", sort=False, observed=True).head(n).reset_index(drop=True)

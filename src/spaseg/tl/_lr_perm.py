@@ -1,0 +1,362 @@
+"""The within-domain permutation test of the domain-level L-R statistics, in closed form.
+
+Every domain-level statistic of :func:`spaseg.tl.lr_scores` is a bilinear form
+``T = sum_{i != j} c_ij x_i y_j`` of the pair's ligand ``x = sqrt(L)`` and receptor
+``y = sqrt(R)`` over the spots, with weights ``c_ij`` from the neighbour graph, the domain and
+the entropy weights. The null hypothesis: within each domain, the spots' expression profiles
+are exchangeable; each spot's profile ``(x_i, y_i)`` is an independent draw from the profiles
+of its own domain (a random permutation of the expression among a domain's spots, in the limit
+of many spots). What a domain expresses is kept, so a pair whose genes merely mark the domain
+(or two touching domains) is not a finding; a finding is L and R on neighbouring spots more
+often than their domains' expression places them by chance.
+
+``T`` then has a mean and variance (:func:`permutation_test`) that depend on the pair only
+through five moments per domain (means and second moments of ``x`` and ``y``, and their moment
+at the same spot) and on the weights only through sums over domains (:class:`_Forms`): every
+pair and statistic costs a few small contractions. ``p`` is the upper normal tail of the z-score: it has
+no floor. Without domains the null is SpatialDM's (every spot exchangeable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.stats import norm
+
+from ._tail import tail_pvalues
+
+
+@dataclass(frozen=True)
+class _Forms:
+    """The weights ``c`` of one statistic summed by the domains ``g, h, k`` of the spots:
+    ``mean[g, h] = sum_{i in g, j in h} c_ij``, ``squares`` the same of ``c_ij^2``, ``mirror``
+    of ``c_ij c_ji``; with ``r_i[h] = sum_{j in h} c_ij`` and ``s_i[h] = sum_{j in h} c_ji``
+    centred on their mean over the spots of ``i``'s domain ``g`` (a permutation keeps each
+    domain's total), ``rows[g, h, k] = n_g / (n_g - 1) sum_{i in g} r_i[h] r_i[k]``, ``cols``
+    the same of ``s``, ``cross`` of ``r_i[h] s_i[k]``. ``size``: spots per domain."""
+
+    mean: np.ndarray
+    squares: np.ndarray
+    mirror: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    cross: np.ndarray
+    size: np.ndarray
+
+
+def forms(c: sparse.spmatrix, codes: np.ndarray, n_dom: int) -> _Forms:
+    """:class:`_Forms` of the weights ``c`` (spots x spots, no diagonal) for spots in domains
+    ``codes``; only the spots that ``c`` touches are visited (the others have ``r = s = 0``)."""
+    c = sparse.csr_matrix(c, dtype=np.float64)
+    ct = c.T.tocsr()
+    onehot = sparse.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), (n_dom, len(codes))
+    )
+
+    def by_domain(m: sparse.spmatrix) -> np.ndarray:
+        return (onehot @ m @ onehot.T).toarray()
+
+    size = np.bincount(codes, minlength=n_dom).astype(float)
+    touched = np.union1d(np.flatnonzero(np.diff(c.indptr)), np.flatnonzero(np.diff(ct.indptr)))
+    r = (c[touched] @ onehot.T).toarray()  # spots x domains
+    s = (ct[touched] @ onehot.T).toarray()
+    where = codes[touched]
+    rows, cols, cross = (np.zeros((n_dom, n_dom, n_dom)) for _ in range(3))
+    for g in np.unique(where):
+        rg, sg = r[where == g], s[where == g]
+        r_sum, s_sum, n = rg.sum(axis=0), sg.sum(axis=0), size[g]
+        factor = n / (n - 1.0) if n > 1 else 0.0  # one spot: nothing to permute
+        rows[g] = factor * (rg.T @ rg - np.outer(r_sum, r_sum) / n)
+        cols[g] = factor * (sg.T @ sg - np.outer(s_sum, s_sum) / n)
+        cross[g] = factor * (rg.T @ sg - np.outer(r_sum, s_sum) / n)
+    return _Forms(
+        by_domain(c), by_domain(c.multiply(c)), by_domain(c.multiply(ct)), rows, cols, cross, size
+    )
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Per pair and domain (pairs x domains), moments of ``(x, y)`` over the domain's spots."""
+
+    mx: np.ndarray
+    my: np.ndarray
+    xx: np.ndarray  # E[x^2]
+    yy: np.ndarray
+    xy: np.ndarray  # E[x y] at the same spot
+
+
+def domain_moments(
+    sqrt_entities: sparse.spmatrix, codes: np.ndarray, n_dom: int, ligand, receptor
+) -> _Moments:
+    """Moments of each pair's sqrt-expression in each domain (``sqrt_entities``: spots x
+    entities; ``codes``: the spots' domains)."""
+    e = sparse.csc_matrix(sqrt_entities, dtype=np.float64)
+    size = np.bincount(codes, minlength=n_dom).astype(float)
+    mean_op = sparse.csr_matrix(
+        (1.0 / size[codes], (codes, np.arange(len(codes)))), (n_dom, len(codes))
+    )
+
+    def per_domain(m: sparse.spmatrix) -> np.ndarray:  # domains x columns -> columns x domains
+        return np.asarray((mean_op @ m).todense()).T
+
+    mean, square = per_domain(e), per_domain(e.multiply(e))
+    cross = per_domain(e[:, ligand].multiply(e[:, receptor]))
+    return _Moments(mean[ligand], mean[receptor], square[ligand], square[receptor], cross)
+
+
+def permutation_test(
+    observed: np.ndarray, moments: _Moments, statistics: list[_Forms | None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """z-scores and one-sided p (upper tail) of ``observed`` (statistics x pairs); NaN for a
+    statistic given as ``None`` (not tested) or without variance.
+
+    With ``x_i = mu_i + u_i`` (``mu_i`` the mean of spot ``i``'s domain; likewise ``y``,
+    ``nu``, ``v``), ``T = const + sum_i (u_i rho_i + v_i lambda_i) + sum c_ij u_i v_j`` with
+    ``rho = C nu`` and ``lambda = C^T mu``. A permutation within domains keeps each domain's
+    sum of ``u`` at 0, so the linear part varies with ``rho``'s and ``lambda``'s spread within
+    each domain (the centred ``rows``, ``cols``, ``cross`` of :class:`_Forms`); the bilinear
+    part adds ``sum c_ij^2 var_i var_j + sum c_ij c_ji cov_i cov_j`` (``cov``: of ``x`` and
+    ``y`` at one spot); the two are uncorrelated. The mean is ``sum c_ij mu_i nu_j`` less
+    ``cov_g / (n_g - 1)`` for each weight inside one domain ``g`` (two spots of one domain
+    cannot both hold the same profile).
+    """
+    mx, my, xx, yy, xy = vars(moments).values()
+    vx, vy, cov = xx - mx**2, yy - my**2, xy - mx * my
+
+    def pair_form(u, m, v):  # per pair: u^T m v
+        return np.einsum("pg,gh,ph->p", u, m, v)
+
+    def spread(u, m3, v, w):  # per pair: sum_g u_g v^T m3[g] w
+        return np.einsum("pg,ph,ghk,pk->p", u, v, m3, w)
+
+    z = np.full(observed.shape, np.nan)
+    for s, f in enumerate(statistics):
+        if f is None:
+            continue
+        same = np.diagonal(f.mean) / np.maximum(f.size - 1.0, 1.0)
+        expected = pair_form(mx, f.mean, my) - cov @ same
+        var = (
+            pair_form(vx, f.squares, vy)
+            + pair_form(cov, f.mirror, cov)
+            + spread(vx, f.rows, my, my)
+            + spread(vy, f.cols, mx, mx)
+            + 2 * spread(cov, f.cross, my, mx)
+        )
+        sd = np.sqrt(np.clip(var, 0.0, None))
+        ok = sd > 1e-9 * np.maximum(np.abs(expected), 1e-12)
+        np.divide(observed[s] - expected, sd, out=z[s], where=ok)
+    return z, norm.sf(z)
+
+
+def domain_forms(
+    mean_op: sparse.csr_matrix, h: np.ndarray, rows: np.ndarray, codes: np.ndarray, n_dom: int
+) -> list[_Forms]:
+    """:class:`_Forms` of the domain means of the score, one per row of ``rows`` (0/1, rows x
+    spots: the domains, then the section when labelled). The mean score of a set ``d`` is
+    ``1/|d| sum_{i in d} h_i / 2 sum_j w_ij (x_i y_j + y_i x_j)`` (``w`` = ``mean_op``, the
+    row-normalised neighbour graph): weights ``(A_d + A_d^T) / (2 |d|)`` with
+    ``A = diag(h) W`` restricted to the rows of ``d``."""
+    a = sparse.diags(h.astype(np.float64)) @ sparse.csr_matrix(mean_op, dtype=np.float64)
+    out = []
+    for member in np.asarray(rows, dtype=bool):
+        a_d = sparse.diags(member.astype(np.float64)) @ a
+        out.append(forms((a_d + a_d.T) / (2.0 * member.sum()), codes, n_dom))
+    return out
+
+
+def boundary_forms(
+    graph: sparse.csr_matrix, h: np.ndarray, codes: np.ndarray, n_dom: int, tested: np.ndarray
+) -> list[_Forms | None]:
+    """:class:`_Forms` of the boundary means, sender ``a`` (ligand) into receiver ``b``
+    (receptor), in the order ``a * n_dom + b``: ``c_ij = (h_i + h_j) / 2 / n_ab`` on the
+    edges from ``a`` to ``b``; ``None`` where ``tested`` (domains x domains) is False."""
+    g = sparse.csr_matrix(graph, dtype=np.float64)
+    hd = sparse.diags(h.astype(np.float64))
+    k = ((hd @ g + g @ hd) * 0.5).tocsr()
+    out: list[_Forms | None] = []
+    for a in range(n_dom):
+        sender = sparse.diags((codes == a).astype(np.float64))
+        from_a = sender @ k
+        for b in range(n_dom):
+            if not tested[a, b]:
+                out.append(None)
+                continue
+            c = from_a @ sparse.diags((codes == b).astype(np.float64))
+            n_edges = (sender @ g @ sparse.diags((codes == b).astype(np.float64))).sum()
+            out.append(forms(c / n_edges, codes, n_dom))
+    return out
+
+
+def testable(
+    sqrt_entities: sparse.spmatrix,
+    graph: sparse.spmatrix,
+    codes: np.ndarray,
+    n_dom: int,
+    ligand,
+    receptor,
+    min_spots: int,
+    with_section: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which statistics x pairs have the ligand and the receptor each detected in at least
+    ``min_spots`` of the spots they are read at: a domain's spots (then the section's, when
+    ``with_section``), or, for the boundary from ``a`` into ``b``, the spots of ``a`` with a
+    neighbour in ``b`` (ligand) and those of ``b`` with a neighbour in ``a`` (receptor).
+
+    A statistic carried by a handful of spots is far from normal (a few products make its
+    tail), and the z-test's p would be far too small there: such rows are not tested.
+    """
+    detected = sparse.csr_matrix(sqrt_entities, dtype=np.float64)
+    detected.data[:] = detected.data > 0
+    onehot = sparse.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), (n_dom, len(codes))
+    )
+    in_domain = (onehot @ detected).toarray()  # domains x entities
+    if with_section:
+        in_domain = np.r_[in_domain, in_domain.sum(axis=0, keepdims=True)]
+    domain_ok = (in_domain[:, ligand] >= min_spots) & (in_domain[:, receptor] >= min_spots)
+    # facing[x, y, e]: spots of x with a neighbour in y that detect entity e
+    touches = (sparse.csr_matrix(graph, dtype=np.float64) @ onehot.T).toarray() > 0
+    facing = np.stack(
+        [(detected[codes == x].T @ touches[codes == x].astype(np.float64)).T for x in range(n_dom)]
+    )
+    sender = facing[:, :, ligand]  # [a, b, pair]
+    receiver = facing[:, :, receptor].transpose(1, 0, 2)  # [a, b]: spots of b facing a
+    boundary_ok = (sender >= min_spots) & (receiver >= min_spots)
+    return domain_ok, boundary_ok.reshape(n_dom * n_dom, -1)
+
+
+def within_domain_permutation(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Index array ``perm``: position ``i`` receives the profile of spot ``perm[i]``, a spot of
+    the same domain."""
+    perm = np.arange(len(codes))
+    for g in np.unique(codes):
+        spots = np.flatnonzero(codes == g)
+        perm[spots] = rng.permutation(spots)
+    return perm
+
+
+def permuted_statistics(
+    sqrt_entities: sparse.csr_matrix,
+    perm: np.ndarray,
+    mean_op: sparse.csr_matrix,
+    graph: sparse.csr_matrix,
+    h: np.ndarray,
+    codes: np.ndarray,
+    n_dom: int,
+    members: np.ndarray,
+    ligand: np.ndarray,
+    receptor: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The domain means (rows of ``members``) and boundary means (``a * n_dom + b``) of every
+    pair's score with the spots' profiles moved by ``perm``: one draw of the null."""
+    e = sparse.csc_matrix(sqrt_entities[perm], dtype=np.float64)
+    x, y = e[:, ligand], e[:, receptor]
+    near = sparse.csc_matrix(mean_op @ e)
+    score = (x.multiply(near[:, receptor]) + y.multiply(near[:, ligand])).multiply(0.5 * h[:, None])
+    members = np.asarray(members, dtype=np.float64)
+    domain = sparse.csr_matrix(members / members.sum(axis=1, keepdims=True)) @ score
+    g = sparse.csr_matrix(graph, dtype=np.float64)
+    hd = sparse.diags(h.astype(np.float64))
+    k = ((hd @ g + g @ hd) * 0.5).tocsr()
+    onehot = sparse.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), (n_dom, len(codes))
+    )
+    n_edges = (onehot @ g @ onehot.T).toarray()
+    boundary = np.zeros((n_dom, n_dom, len(ligand)))
+    x_rows = sparse.csr_matrix(x)
+    e_rows = sparse.csr_matrix(e)
+    for b in range(n_dom):
+        # Only the spots outside b with a neighbour in b send across its boundary.
+        inside = codes == b
+        senders = np.flatnonzero(~inside & (np.asarray(g[:, inside].sum(axis=1)).ravel() > 0))
+        if not senders.size:
+            continue
+        into_b = sparse.csc_matrix(k[senders][:, inside] @ e_rows[inside])
+        sent = x_rows[senders].multiply(into_b[:, receptor])
+        boundary[:, b] = (onehot[:, senders] @ sent).toarray()
+    boundary /= np.where(n_edges > 0, n_edges, np.inf)[:, :, None]
+    return np.asarray(domain.todense()), boundary.reshape(n_dom * n_dom, -1)
+
+
+def pooled_pvalues(z: np.ndarray, null_z: np.ndarray) -> np.ndarray:
+    """One-sided p of each z-score against the z-scores of every test of the family in the
+    permuted data (pooled, as SAM does): the normal tail is far too thin where a statistic
+    rests on a few spots, and the pooled draws carry those tails. Empirical where at least
+    ``MIN_EXCEED`` draws reach ``z``, a generalised Pareto tail fitted to the draws beyond."""
+    out = np.full(z.shape, np.nan)
+    ok = np.isfinite(z)
+    draws = np.sort(null_z[np.isfinite(null_z)])
+    if not ok.any() or not draws.size:
+        return out
+    count = len(draws) - np.searchsorted(draws, z[ok], side="left")
+    out[ok] = tail_pvalues(z[ok], draws[None, :], np.zeros(int(ok.sum()), dtype=np.int64), count)
+    return out
+
+
+@dataclass
+class Permutation:
+    """The within-domain permutation test of one section: the pairs' moments per domain, the
+    weights of the domain means (domains, then the section when labelled) and of the boundary
+    means (sender x receiver, flattened; ``None``: not tested), which statistics x pairs are
+    testable (:func:`testable`), and the pooled z-scores of the permuted data (``None``: no
+    permutations; p from the normal tail)."""
+
+    moments: _Moments
+    domains: list[_Forms]
+    boundaries: list[_Forms | None]
+    domains_testable: np.ndarray
+    boundaries_testable: np.ndarray
+    null_domains: np.ndarray | None = None
+    null_boundaries: np.ndarray | None = None
+
+    def zscores(self, observed: np.ndarray, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """z and normal-tail p of ``observed`` (statistics x pairs); NaN where not tested."""
+        forms_, ok = (
+            (self.domains, self.domains_testable)
+            if which == "domains"
+            else (self.boundaries, self.boundaries_testable)
+        )
+        z, p = permutation_test(observed, self.moments, forms_)
+        z[~ok], p[~ok] = np.nan, np.nan
+        return z, p
+
+
+def permutation_setup(
+    sqrt_entities: sparse.csr_matrix,
+    mean_op: sparse.csr_matrix,
+    graph: sparse.csr_matrix,
+    h: np.ndarray,
+    codes: np.ndarray,
+    n_dom: int,
+    with_section: bool,
+    ligand: np.ndarray,
+    receptor: np.ndarray,
+    *,
+    boundary_tested: np.ndarray,
+    min_spots: int,
+    n_permutations: int,
+    rng: np.random.Generator,
+) -> Permutation:
+    """Everything the tables need for the permutation test, the permuted draws included."""
+    members = np.eye(n_dom, dtype=bool)[codes].T
+    if with_section:
+        members = np.r_[members, np.ones((1, len(codes)), dtype=bool)]
+    test = Permutation(
+        domain_moments(sqrt_entities, codes, n_dom, ligand, receptor),
+        domain_forms(mean_op, h, members, codes, n_dom),
+        boundary_forms(graph, h, codes, n_dom, boundary_tested),
+        *testable(sqrt_entities, graph, codes, n_dom, ligand, receptor, min_spots, with_section),
+    )
+    if n_permutations:
+        null_d, null_b = [], []
+        for _ in range(n_permutations):
+            perm = within_domain_permutation(codes, rng)
+            d, b = permuted_statistics(
+                sqrt_entities, perm, mean_op, graph, h, codes, n_dom, members, ligand, receptor
+            )
+            null_d.append(test.zscores(d, "domains")[0].ravel())
+            null_b.append(test.zscores(b, "boundaries")[0].ravel())
+        test.null_domains, test.null_boundaries = np.concatenate(null_d), np.concatenate(null_b)
+    return test
