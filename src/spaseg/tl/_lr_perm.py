@@ -237,6 +237,16 @@ def within_domain_permutation(codes: np.ndarray, rng: np.random.Generator) -> np
     return perm
 
 
+#: Dense working entries per chunk of spots in :func:`permuted_statistics` (float64: ~80 MB).
+_CHUNK_ENTRIES = 10_000_000
+
+
+def _moved(op: sparse.csr_matrix, perm: np.ndarray) -> sparse.csr_matrix:
+    """``op @ P`` with ``(P @ e)[j] = e[perm[j]]``: each entry's column ``j`` becomes
+    ``perm[j]``, so ``_moved(op, perm) @ e`` reads the moved profiles without moving ``e``."""
+    return sparse.csr_matrix((op.data, perm[op.indices], op.indptr), shape=op.shape)
+
+
 def permuted_statistics(
     sqrt_entities: sparse.csr_matrix,
     perm: np.ndarray,
@@ -250,34 +260,40 @@ def permuted_statistics(
     receptor: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The domain means (rows of ``members``) and boundary means (``a * n_dom + b``) of every
-    pair's score with the spots' profiles moved by ``perm``: one draw of the null."""
-    e = sparse.csc_matrix(sqrt_entities[perm], dtype=np.float64)
-    x, y = e[:, ligand], e[:, receptor]
-    near = sparse.csc_matrix(mean_op @ e)
-    score = (x.multiply(near[:, receptor]) + y.multiply(near[:, ligand])).multiply(0.5 * h[:, None])
-    members = np.asarray(members, dtype=np.float64)
-    domain = sparse.csr_matrix(members / members.sum(axis=1, keepdims=True)) @ score
+    pair's score with the spots' profiles moved by ``perm`` (position ``i`` holds the profile
+    of spot ``perm[i]``): one draw of the null. A chunk of spots at a time, dense within a
+    chunk, and the data are never copied whole (the operators' columns are moved instead)."""
+    e = sparse.csr_matrix(sqrt_entities, dtype=np.float64)
+    n_spots, n_ent = e.shape
+    weights = np.asarray(members, dtype=np.float64)
+    weights = weights / weights.sum(axis=1, keepdims=True) * (0.5 * h)[None, :]
+    domain = np.zeros((len(weights), len(ligand)))
+    step = int(np.clip(_CHUNK_ENTRIES // max(n_ent, len(ligand)), 64, max(n_spots, 64)))
+    moved_mean = _moved(sparse.csr_matrix(mean_op, dtype=np.float64), perm)
+    for start in range(0, n_spots, step):
+        rows = slice(start, min(start + step, n_spots))
+        here = e[perm[rows]].toarray()  # spots x entities
+        near = (moved_mean[rows] @ e).toarray()
+        score = here[:, ligand] * near[:, receptor] + here[:, receptor] * near[:, ligand]
+        domain += weights[:, rows] @ score
     g = sparse.csr_matrix(graph, dtype=np.float64)
     hd = sparse.diags(h.astype(np.float64))
     k = ((hd @ g + g @ hd) * 0.5).tocsr()
-    onehot = sparse.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), (n_dom, len(codes))
-    )
+    onehot = sparse.csr_matrix((np.ones(n_spots), (codes, np.arange(n_spots))), (n_dom, n_spots))
     n_edges = (onehot @ g @ onehot.T).toarray()
     boundary = np.zeros((n_dom, n_dom, len(ligand)))
-    x_rows = sparse.csr_matrix(x)
-    e_rows = sparse.csr_matrix(e)
     for b in range(n_dom):
         # Only the spots outside b with a neighbour in b send across its boundary.
-        inside = codes == b
-        senders = np.flatnonzero(~inside & (np.asarray(g[:, inside].sum(axis=1)).ravel() > 0))
-        if not senders.size:
-            continue
-        into_b = sparse.csc_matrix(k[senders][:, inside] @ e_rows[inside])
-        sent = x_rows[senders].multiply(into_b[:, receptor])
-        boundary[:, b] = (onehot[:, senders] @ sent).toarray()
+        inside = (codes == b).astype(np.float64)
+        senders = np.flatnonzero((codes != b) & (g @ inside > 0))
+        into_b = _moved((k[senders] @ sparse.diags(inside)).tocsr(), perm)
+        for start in range(0, len(senders), step):
+            part = slice(start, min(start + step, len(senders)))
+            here = e[perm[senders[part]]][:, ligand].toarray()
+            near = (into_b[part] @ e).toarray()[:, receptor]
+            boundary[:, b] += onehot[:, senders[part]] @ (here * near)
     boundary /= np.where(n_edges > 0, n_edges, np.inf)[:, :, None]
-    return np.asarray(domain.todense()), boundary.reshape(n_dom * n_dom, -1)
+    return domain, boundary.reshape(n_dom * n_dom, -1)
 
 
 def pooled_pvalues(z: np.ndarray, null_z: np.ndarray) -> np.ndarray:
