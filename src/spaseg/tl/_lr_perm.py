@@ -87,22 +87,29 @@ class _Moments:
     xy: np.ndarray  # E[x y] at the same spot
 
 
+def _row_chunks(n_rows: int, width: int):
+    """Slices of rows such that a dense chunk of ``width`` columns holds ~``_CHUNK_ENTRIES``."""
+    step = int(np.clip(_CHUNK_ENTRIES // max(width, 1), 64, max(n_rows, 64)))
+    return (slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step))
+
+
 def domain_moments(
     sqrt_entities: sparse.spmatrix, codes: np.ndarray, n_dom: int, ligand, receptor
 ) -> _Moments:
     """Moments of each pair's sqrt-expression in each domain (``sqrt_entities``: spots x
-    entities; ``codes``: the spots' domains)."""
-    e = sparse.csc_matrix(sqrt_entities, dtype=np.float64)
-    size = np.bincount(codes, minlength=n_dom).astype(float)
-    mean_op = sparse.csr_matrix(
-        (1.0 / size[codes], (codes, np.arange(len(codes)))), (n_dom, len(codes))
-    )
-
-    def per_domain(m: sparse.spmatrix) -> np.ndarray:  # domains x columns -> columns x domains
-        return np.asarray((mean_op @ m).todense()).T
-
-    mean, square = per_domain(e), per_domain(e.multiply(e))
-    cross = per_domain(e[:, ligand].multiply(e[:, receptor]))
+    entities, CSR; ``codes``: the spots' domains); a chunk of spots at a time, so no copy of
+    the data is made whole."""
+    e = sparse.csr_matrix(sqrt_entities)
+    sums = np.zeros((3, n_dom, e.shape[1]))
+    cross = np.zeros((n_dom, len(ligand)))
+    for rows in _row_chunks(e.shape[0], max(e.shape[1], len(ligand))):
+        x = e[rows].toarray().astype(np.float64)
+        onehot = np.eye(n_dom)[codes[rows]].T  # domains x spots
+        sums[0] += onehot @ x
+        sums[1] += onehot @ x**2
+        cross += onehot @ (x[:, ligand] * x[:, receptor])
+    size = np.bincount(codes, minlength=n_dom).astype(float)[:, None]
+    mean, square, cross = (sums[0] / size).T, (sums[1] / size).T, (cross / size).T
     return _Moments(mean[ligand], mean[receptor], square[ligand], square[receptor], cross)
 
 
@@ -207,20 +214,23 @@ def testable(
     A statistic carried by a handful of spots is far from normal (a few products make its
     tail), and the z-test's p would be far too small there: such rows are not tested.
     """
-    detected = sparse.csr_matrix(sqrt_entities, dtype=np.float64)
-    detected.data[:] = detected.data > 0
+    e = sparse.csr_matrix(sqrt_entities)
     onehot = sparse.csr_matrix(
         (np.ones(len(codes)), (codes, np.arange(len(codes)))), (n_dom, len(codes))
     )
-    in_domain = (onehot @ detected).toarray()  # domains x entities
+    touches = (sparse.csr_matrix(graph, dtype=np.float64) @ onehot.T).toarray() > 0
+    in_domain = np.zeros((n_dom, e.shape[1]))  # domains x entities: spots detecting it
+    facing = np.zeros((n_dom, n_dom, e.shape[1]))  # [x, y, e]: of x's spots facing y
+    for rows in _row_chunks(e.shape[0], e.shape[1]):
+        detected = (e[rows].toarray() > 0).astype(np.float64)
+        here = codes[rows]
+        for x in np.unique(here):
+            mine = detected[here == x]
+            in_domain[x] += mine.sum(axis=0)
+            facing[x] += touches[rows][here == x].T.astype(np.float64) @ mine
     if with_section:
         in_domain = np.r_[in_domain, in_domain.sum(axis=0, keepdims=True)]
     domain_ok = (in_domain[:, ligand] >= min_spots) & (in_domain[:, receptor] >= min_spots)
-    # facing[x, y, e]: spots of x with a neighbour in y that detect entity e
-    touches = (sparse.csr_matrix(graph, dtype=np.float64) @ onehot.T).toarray() > 0
-    facing = np.stack(
-        [(detected[codes == x].T @ touches[codes == x].astype(np.float64)).T for x in range(n_dom)]
-    )
     sender = facing[:, :, ligand]  # [a, b, pair]
     receiver = facing[:, :, receptor].transpose(1, 0, 2)  # [a, b]: spots of b facing a
     boundary_ok = (sender >= min_spots) & (receiver >= min_spots)
@@ -263,7 +273,7 @@ def permuted_statistics(
     pair's score with the spots' profiles moved by ``perm`` (position ``i`` holds the profile
     of spot ``perm[i]``): one draw of the null. A chunk of spots at a time, dense within a
     chunk, and the data are never copied whole (the operators' columns are moved instead)."""
-    e = sparse.csr_matrix(sqrt_entities, dtype=np.float64)
+    e = sparse.csr_matrix(sqrt_entities)  # float32 as given: no copy
     n_spots, n_ent = e.shape
     weights = np.asarray(members, dtype=np.float64)
     weights = weights / weights.sum(axis=1, keepdims=True) * (0.5 * h)[None, :]
