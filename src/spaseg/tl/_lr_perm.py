@@ -279,7 +279,9 @@ def permuted_statistics(
     weights = weights / weights.sum(axis=1, keepdims=True) * (0.5 * h)[None, :]
     domain = np.zeros((len(weights), len(ligand)))
     step = int(np.clip(_CHUNK_ENTRIES // max(n_ent, len(ligand)), 64, max(n_spots, 64)))
-    moved_mean = _moved(sparse.csr_matrix(mean_op, dtype=np.float64), perm)
+    # Operators in the data's dtype: a float64 operator would make scipy convert the whole
+    # data matrix for every product.
+    moved_mean = _moved(sparse.csr_matrix(mean_op, dtype=e.dtype), perm)
     for start in range(0, n_spots, step):
         rows = slice(start, min(start + step, n_spots))
         here = e[perm[rows]].toarray()  # spots x entities
@@ -296,7 +298,7 @@ def permuted_statistics(
         # Only the spots outside b with a neighbour in b send across its boundary.
         inside = (codes == b).astype(np.float64)
         senders = np.flatnonzero((codes != b) & (g @ inside > 0))
-        into_b = _moved((k[senders] @ sparse.diags(inside)).tocsr(), perm)
+        into_b = _moved((k[senders] @ sparse.diags(inside)).tocsr().astype(e.dtype), perm)
         for start in range(0, len(senders), step):
             part = slice(start, min(start + step, len(senders)))
             here = e[perm[senders[part]]][:, ligand].toarray()
