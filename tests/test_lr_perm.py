@@ -208,3 +208,19 @@ def test_unpermuted_statistics_are_the_tables():
     b = domains.categories.get_indexer(across["receiver"])
     p = lr.var_names.get_indexer(across["pair"])
     np.testing.assert_allclose(flat[a, b, p], across["score"], rtol=1e-5, atol=1e-7)
+
+
+def test_without_domains_every_spot_is_exchangeable():
+    """No domains: one row per pair (the section), tested against all spots exchangeable
+    (SpatialDM's null); planted pairs (co-expressed across one boundary) stand out."""
+    sim = simulate_cci(n_genes=120, n_rows=16, n_planted=4, n_controls=8, seed=3)
+    adata = sim.spatial
+    adata.X = sparse.csr_matrix(np.log1p(adata.X.toarray()))
+    lr = lr_scores(adata, sim.pairs, n_background=20, min_spots=3, domain_key=None)
+    table = lr.uns["lr_pairs"].set_index("pair")
+    assert set(table["domain"]) == {"all"} and lr.uns["lr_domain_pairs"]["pval_perm"].isna().all()
+    kind = sim.pairs.assign(pair=sim.pairs["ligand"] + "^" + sim.pairs["receptor"])
+    planted = kind.set_index("pair")["kind"].reindex(table.index) == "planted"
+    z = table["zscore_perm"]
+    assert z[planted].min() > z[~planted].max()
+    assert (table.loc[planted, "padj_perm"] < 0.05).all()
