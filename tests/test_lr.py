@@ -309,7 +309,7 @@ def test_domain_summaries_match_brute_force_and_do_not_depend_on_chunking(monkey
     """Per-domain means and domain x domain edge means against loops over spots and edges, on
     a 2-D lattice with entropy weights and a complex; then the same call with chunks of 64
     spots (3 chunks) gives identical scores, p-values and tables."""
-    import spaseg.tl._lr as lr_module
+    import spaseg.tl._lr_data as lr_data
 
     adata = grid_section()
     kw = dict(fractions_key="fractions", rings=2, min_spots=1, n_background=30, n_bins=2)
@@ -346,7 +346,7 @@ def test_domain_summaries_match_brute_force_and_do_not_depend_on_chunking(monkey
             expected = edge_score[on].mean() if on.any() else 0.0
             assert row["score"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
-    monkeypatch.setattr(lr_module, "_CHUNK_ENTRIES", 1)  # 64 spots per chunk
+    monkeypatch.setattr(lr_data, "_CHUNK_ENTRIES", 1)  # 64 spots per chunk
     chunked = lr_scores(adata, GRID_PAIRS, **kw)
     for layer in (None, "neglog10_pval", "neglog10_padj"):
         one = lr.X if layer is None else lr.layers[layer]

@@ -17,8 +17,8 @@ from spaseg.tl._lr_perm import (
     domain_forms,
     domain_moments,
     forms,
+    null_draws,
     permutation_test,
-    permuted_statistics,
 )
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -194,10 +194,10 @@ def test_unpermuted_statistics_are_the_tables():
     domains = pd.Categorical(adata.obs["domain"].astype(str))
     codes, n_dom = domains.codes.astype(int), len(domains.categories)
     members = np.r_[np.eye(n_dom, dtype=bool)[codes].T, np.ones((1, adata.n_obs), dtype=bool)]
-    domain, boundary = permuted_statistics(
-        entities, np.arange(adata.n_obs), mean_op, graph, np.ones(adata.n_obs), codes, n_dom,
-        members, ligand, receptor,
-    )  # fmt: skip
+    draws = null_draws(
+        entities, mean_op, graph, np.ones(adata.n_obs), codes, n_dom, members, ligand, receptor
+    )
+    domain, boundary = draws.statistics(np.arange(adata.n_obs))
     table = lr.uns["lr_pairs"].pivot(index="domain", columns="pair", values="mean_score")
     expected = table.loc[[*domains.categories, "all"], lr.var_names].to_numpy()
     np.testing.assert_allclose(domain, expected, rtol=1e-5)

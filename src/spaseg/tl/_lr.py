@@ -45,12 +45,14 @@ from .._errors import InputError
 from ..pp._image import spot_image
 from ._lr_data import (
     ComplexPolicy,
+    _chunk_rows,
     _col_means,
     _data_symbols,
     _Domains,
     _domains,
     _entity_expression,
     _match,
+    _onehot,
     _Pairs,
     _reindex,
     _subset_pairs,
@@ -69,9 +71,6 @@ from ._lr_tables import (
 )
 
 log = logging.getLogger("spaseg")
-
-# Dense working arrays per chunk of spots (float32 entries): bounds memory at ~100 MB each.
-_CHUNK_ENTRIES = 10_000_000
 
 
 # --- neighbours and entropy ---------------------------------------------------------------------
@@ -383,11 +382,6 @@ def _entropy_weights(adata: AnnData, fractions_key: str | None, sample) -> np.nd
     return cell_type_entropy(adata.obsm[fractions_key]).astype(np.float32)
 
 
-def _chunk_rows(width: int, n_spots: int) -> int:
-    """Spots per chunk so that a dense chunk of ``width`` columns has ~``_CHUNK_ENTRIES``."""
-    return int(np.clip(_CHUNK_ENTRIES // width, 64, max(n_spots, 64)))
-
-
 def _score_all(
     columns: _SqrtColumns,
     graph: sparse.csr_matrix,
@@ -404,7 +398,7 @@ def _score_all(
     """Scores, spot-level p-values and per-domain sums, one chunk of spots at a time."""
     n_spots, n_pairs = graph.shape[0], len(pairs.table)
     codes, n_dom = domains.codes, len(domains.names)
-    onehot = sparse.csr_matrix((np.ones(n_spots), (codes, np.arange(n_spots))), (n_dom, n_spots))
+    onehot = _onehot(codes, n_dom)
     degree = np.asarray(graph.sum(axis=1)).ravel()
     inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
     mean_op = (sparse.diags(inverse) @ graph).tocsr()

@@ -243,5 +243,20 @@ def _domains(adata: AnnData, domain_key: str | None, sample) -> _Domains:
     return _Domains(labels.codes.astype(np.int64), names, True)
 
 
+# Dense working arrays per chunk of spots (float32 entries): bounds memory at ~100 MB each.
+_CHUNK_ENTRIES = 10_000_000
+
+
+def _chunk_rows(width: int, n_spots: int) -> int:
+    """Spots per chunk so that a dense chunk of ``width`` columns has ~``_CHUNK_ENTRIES``."""
+    return int(np.clip(_CHUNK_ENTRIES // max(width, 1), 64, max(n_spots, 64)))
+
+
+def _onehot(codes: np.ndarray, n_dom: int) -> sparse.csr_matrix:
+    """Domains x spots, 1 where the spot is in the domain."""
+    n = len(codes)
+    return sparse.csr_matrix((np.ones(n), (codes, np.arange(n))), (n_dom, n))
+
+
 def _col_means(m: sparse.spmatrix) -> np.ndarray:
     return np.asarray(m.mean(axis=0)).ravel()

@@ -29,12 +29,10 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import norm
 
+from ._lr_data import _chunk_rows, _onehot
 from ._tail import tail_pvalues
 
 log = logging.getLogger("spaseg")
-
-#: Dense working entries per chunk of spots (float64: ~80 MB), wherever data are read densely.
-_CHUNK_ENTRIES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -60,9 +58,7 @@ def forms(c: sparse.spmatrix, codes: np.ndarray, n_dom: int) -> _Forms:
     ``codes``; only the spots that ``c`` touches are visited (the others have ``r = s = 0``)."""
     c = sparse.csr_matrix(c, dtype=np.float64)
     ct = c.T.tocsr()
-    onehot = sparse.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), (n_dom, len(codes))
-    )
+    onehot = _onehot(codes, n_dom)
 
     def by_domain(m: sparse.spmatrix) -> np.ndarray:
         return (onehot @ m @ onehot.T).toarray()
@@ -97,8 +93,8 @@ class _Moments:
 
 
 def _row_chunks(n_rows: int, width: int):
-    """Slices of rows such that a dense chunk of ``width`` columns holds ~``_CHUNK_ENTRIES``."""
-    step = int(np.clip(_CHUNK_ENTRIES // max(width, 1), 64, max(n_rows, 64)))
+    """Slices of rows, each small enough to be dense with ``width`` columns (``_chunk_rows``)."""
+    step = _chunk_rows(width, n_rows)
     return (slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step))
 
 
@@ -182,26 +178,32 @@ def domain_forms(
     return out
 
 
+def _edge_weights(graph: sparse.spmatrix, h: np.ndarray) -> sparse.csr_matrix:
+    """The neighbour graph's edges ``i -> j`` weighted ``(h_i + h_j) / 2``, as the boundary
+    means weigh them."""
+    g = sparse.csr_matrix(graph, dtype=np.float64)
+    hd = sparse.diags(h.astype(np.float64))
+    return ((hd @ g + g @ hd) * 0.5).tocsr()
+
+
 def boundary_forms(
     graph: sparse.csr_matrix, h: np.ndarray, codes: np.ndarray, n_dom: int, tested: np.ndarray
 ) -> list[_Forms | None]:
     """:class:`_Forms` of the boundary means, sender ``a`` (ligand) into receiver ``b``
     (receptor), in the order ``a * n_dom + b``: ``c_ij = (h_i + h_j) / 2 / n_ab`` on the
     edges from ``a`` to ``b``; ``None`` where ``tested`` (domains x domains) is False."""
-    g = sparse.csr_matrix(graph, dtype=np.float64)
-    hd = sparse.diags(h.astype(np.float64))
-    k = ((hd @ g + g @ hd) * 0.5).tocsr()
+    k = _edge_weights(graph, h)
+    onehot = _onehot(codes, n_dom)
+    n_edges = (onehot @ sparse.csr_matrix(graph, dtype=np.float64) @ onehot.T).toarray()
     out: list[_Forms | None] = []
     for a in range(n_dom):
-        sender = sparse.diags((codes == a).astype(np.float64))
-        from_a = sender @ k
+        from_a = sparse.diags((codes == a).astype(np.float64)) @ k
         for b in range(n_dom):
             if not tested[a, b]:
                 out.append(None)
                 continue
             c = from_a @ sparse.diags((codes == b).astype(np.float64))
-            n_edges = (sender @ g @ sparse.diags((codes == b).astype(np.float64))).sum()
-            out.append(forms(c / n_edges, codes, n_dom))
+            out.append(forms(c / n_edges[a, b], codes, n_dom))
     return out
 
 
@@ -224,9 +226,7 @@ def testable(
     tail), and the z-test's p would be far too small there: such rows are not tested.
     """
     e = sparse.csr_matrix(sqrt_entities)
-    onehot = sparse.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), (n_dom, len(codes))
-    )
+    onehot = _onehot(codes, n_dom)
     touches = (sparse.csr_matrix(graph, dtype=np.float64) @ onehot.T).toarray() > 0
     in_domain = np.zeros((n_dom, e.shape[1]))  # domains x entities: spots detecting it
     facing = np.zeros((n_dom, n_dom, e.shape[1]))  # [x, y, e]: of x's spots facing y
@@ -262,9 +262,50 @@ def _moved(op: sparse.csr_matrix, perm: np.ndarray) -> sparse.csr_matrix:
     return sparse.csr_matrix((op.data, perm[op.indices], op.indptr), shape=op.shape)
 
 
-def permuted_statistics(
+@dataclass
+class NullDraws:
+    """What every draw of the null reuses, built once (:func:`null_draws`): the data, the
+    neighbour-mean operator and the domain weights of the domain means, and per receiving
+    domain ``b`` the spots outside it that touch it with their edge weights into it."""
+
+    entities: sparse.csr_matrix  # spots x entities, float32 as given (never copied)
+    mean_op: sparse.csr_matrix  # in the data's dtype (see :func:`null_draws`)
+    weights: np.ndarray  # rows x spots: h_i / 2 / |d| for the spots of each domain mean
+    into: list[tuple[np.ndarray, sparse.csr_matrix]]  # per b: (senders, edge weights into b)
+    onehot: sparse.csr_matrix
+    n_edges: np.ndarray  # domains x domains, edges of the 0/1 graph
+    ligand: np.ndarray
+    receptor: np.ndarray
+
+    def statistics(self, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The domain means and boundary means (``a * n_dom + b``) of every pair's score with
+        the spots' profiles moved by ``perm`` (position ``i`` holds the profile of spot
+        ``perm[i]``): one draw of the null. A chunk of spots at a time, and the data are never
+        moved (the operators' columns are)."""
+        e, lig, rec = self.entities, self.ligand, self.receptor
+        n_spots, n_ent = e.shape
+        domain = np.zeros((len(self.weights), len(lig)))
+        moved_mean = _moved(self.mean_op, perm)
+        for rows in _row_chunks(n_spots, max(n_ent, len(lig))):
+            here = e[perm[rows]].toarray()  # spots x entities
+            near = (moved_mean[rows] @ e).toarray()
+            domain += self.weights[:, rows] @ (
+                here[:, lig] * near[:, rec] + here[:, rec] * near[:, lig]
+            )
+        n_dom = len(self.n_edges)
+        boundary = np.zeros((n_dom, n_dom, len(lig)))
+        for b, (senders, into_b) in enumerate(self.into):
+            moved = _moved(into_b, perm)
+            for part in _row_chunks(len(senders), max(n_ent, len(lig))):
+                here = e[perm[senders[part]]][:, lig].toarray()
+                near = (moved[part] @ e).toarray()[:, rec]
+                boundary[:, b] += self.onehot[:, senders[part]] @ (here * near)
+        boundary /= np.where(self.n_edges > 0, self.n_edges, np.inf)[:, :, None]
+        return domain, boundary.reshape(n_dom * n_dom, -1)
+
+
+def null_draws(
     sqrt_entities: sparse.csr_matrix,
-    perm: np.ndarray,
     mean_op: sparse.csr_matrix,
     graph: sparse.csr_matrix,
     h: np.ndarray,
@@ -273,44 +314,31 @@ def permuted_statistics(
     members: np.ndarray,
     ligand: np.ndarray,
     receptor: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The domain means (rows of ``members``) and boundary means (``a * n_dom + b``) of every
-    pair's score with the spots' profiles moved by ``perm`` (position ``i`` holds the profile
-    of spot ``perm[i]``): one draw of the null. A chunk of spots at a time, dense within a
-    chunk, and the data are never copied whole (the operators' columns are moved instead)."""
-    e = sparse.csr_matrix(sqrt_entities)  # float32 as given: no copy
-    n_spots, n_ent = e.shape
+) -> NullDraws:
+    """:class:`NullDraws` of a section (``members``: rows x spots, the sets of the domain
+    means). Operators are kept in the data's dtype: a float64 operator times float32 data
+    makes scipy convert the whole data matrix for every product."""
+    e = sparse.csr_matrix(sqrt_entities)
     weights = np.asarray(members, dtype=np.float64)
     weights = weights / weights.sum(axis=1, keepdims=True) * (0.5 * h)[None, :]
-    domain = np.zeros((len(weights), len(ligand)))
-    step = int(np.clip(_CHUNK_ENTRIES // max(n_ent, len(ligand)), 64, max(n_spots, 64)))
-    # Operators in the data's dtype: a float64 operator would make scipy convert the whole
-    # data matrix for every product.
-    moved_mean = _moved(sparse.csr_matrix(mean_op, dtype=e.dtype), perm)
-    for start in range(0, n_spots, step):
-        rows = slice(start, min(start + step, n_spots))
-        here = e[perm[rows]].toarray()  # spots x entities
-        near = (moved_mean[rows] @ e).toarray()
-        score = here[:, ligand] * near[:, receptor] + here[:, receptor] * near[:, ligand]
-        domain += weights[:, rows] @ score
     g = sparse.csr_matrix(graph, dtype=np.float64)
-    hd = sparse.diags(h.astype(np.float64))
-    k = ((hd @ g + g @ hd) * 0.5).tocsr()
-    onehot = sparse.csr_matrix((np.ones(n_spots), (codes, np.arange(n_spots))), (n_dom, n_spots))
-    n_edges = (onehot @ g @ onehot.T).toarray()
-    boundary = np.zeros((n_dom, n_dom, len(ligand)))
+    k = _edge_weights(g, h)
+    into = []
     for b in range(n_dom):
-        # Only the spots outside b with a neighbour in b send across its boundary.
         inside = (codes == b).astype(np.float64)
-        senders = np.flatnonzero((codes != b) & (g @ inside > 0))
-        into_b = _moved((k[senders] @ sparse.diags(inside)).tocsr().astype(e.dtype), perm)
-        for start in range(0, len(senders), step):
-            part = slice(start, min(start + step, len(senders)))
-            here = e[perm[senders[part]]][:, ligand].toarray()
-            near = (into_b[part] @ e).toarray()[:, receptor]
-            boundary[:, b] += onehot[:, senders[part]] @ (here * near)
-    boundary /= np.where(n_edges > 0, n_edges, np.inf)[:, :, None]
-    return domain, boundary.reshape(n_dom * n_dom, -1)
+        senders = np.flatnonzero((codes != b) & (g @ inside > 0))  # outside b, touching it
+        into.append((senders, (k[senders] @ sparse.diags(inside)).tocsr().astype(e.dtype)))
+    onehot = _onehot(codes, n_dom)
+    return NullDraws(
+        e,
+        sparse.csr_matrix(mean_op, dtype=e.dtype),
+        weights,
+        into,
+        onehot,
+        (onehot @ g @ onehot.T).toarray(),
+        np.asarray(ligand),
+        np.asarray(receptor),
+    )
 
 
 def pooled_pvalues(z: np.ndarray, null_z: np.ndarray) -> np.ndarray:
@@ -383,13 +411,13 @@ def permutation_setup(
         *testable(sqrt_entities, graph, codes, n_dom, ligand, receptor, min_spots, with_section),
     )
     if n_permutations:
+        draws = null_draws(
+            sqrt_entities, mean_op, graph, h, codes, n_dom, members, ligand, receptor
+        )
         null_d, null_b = [], []
         start = time.perf_counter()
         for r in range(n_permutations):
-            perm = within_domain_permutation(codes, rng)
-            d, b = permuted_statistics(
-                sqrt_entities, perm, mean_op, graph, h, codes, n_dom, members, ligand, receptor
-            )
+            d, b = draws.statistics(within_domain_permutation(codes, rng))
             null_d.append(test.zscores(d, "domains")[0].ravel())
             null_b.append(test.zscores(b, "boundaries")[0].ravel())
             log.info(

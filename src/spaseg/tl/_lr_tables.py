@@ -84,7 +84,7 @@ def _domain_table(
 ) -> pd.DataFrame:
     """Per pair and domain (and the whole section): mean score against the background's,
     each relative to what its genes' expression alone gives (:class:`_Expected`), and
-    against spots placed at random (:class:`_Permutation`)."""
+    against spots placed at random (:class:`~spaseg.tl._lr_perm.Permutation`)."""
     names = domains.names
     if domains.labelled:
         counts, names = counts.with_total(), [*names, ALL]
@@ -134,7 +134,7 @@ def _domain_pairs_table(
     """Per pair, sender and receiver domain: mean edge score; across two domains, also its
     z-score, empirical p and BH padj (per domain pair) against the background pairs', each
     relative to what its genes' expression alone gives (:class:`_Expected`), and the same
-    against spots placed at random (:class:`_Permutation`)."""
+    against spots placed at random (:class:`~spaseg.tl._lr_perm.Permutation`)."""
     n_dom, _, n_pairs = edge_sum.shape
     edges = n_edges[:, :, None]
     mean = np.divide(edge_sum, edges, out=np.zeros_like(edge_sum), where=edges > 0)
@@ -219,7 +219,7 @@ def top_pairs(
 
     ``table`` is ``uns["lr_pairs"]`` of :func:`lr_scores` (or ``cci/pairs.tsv``).
     """
-    z = f"zscore{TESTS[test][0]}" if test in TESTS else "zscore"
     hits = table[passing(table, alpha, test) & (table["mean_score"] > 0)]
+    z = f"zscore{TESTS[test][0]}"  # the first test's z ranks (``passing`` checked the name)
     hits = hits.sort_values(["domain", z, "mean_score"], ascending=[True, False, False])
     return hits.groupby("domain", sort=False, observed=True).head(n).reset_index(drop=True)
