@@ -132,21 +132,26 @@ def print_top(pairs: pd.DataFrame, n: int = 5, alpha: float = 0.05) -> None:
     )
 
 
-def print_domain_pairs(edges: pd.DataFrame, n: int = 8, alpha: float = 0.05) -> None:
-    """Across-domain summary: rows with padj < alpha per sender -> receiver, and the ``n``
-    (pair, sender -> receiver) rows of largest z-score among them."""
-    tested = edges.dropna(subset=["padj"])
-    hits = tested[tested["padj"] < alpha]
+def print_domain_pairs(
+    edges: pd.DataFrame, n: int = 8, alpha: float = 0.05, suffix: str = ""
+) -> None:
+    """Across-domain summary of one test (``suffix``: ``""`` random pairs, ``"_perm"``):
+    rows with padj < alpha per sender -> receiver, and the ``n`` (pair, sender -> receiver)
+    rows of largest z-score among them."""
+    padj, z = f"padj{suffix}", f"zscore{suffix}"
+    tested = edges.dropna(subset=[padj])
+    hits = tested[tested[padj] < alpha]
     counts = hits.groupby(["sender", "receiver"]).size()
     print(
-        f"  domain x domain: {len(hits)} of {len(tested)} tested (pair, sender -> receiver) rows "
-        f"with padj < {alpha}, in {len(counts)} of "
+        f"  domain x domain, {'spot-permutation' if suffix else 'random-pair'} test: "
+        f"{len(hits)} of {len(tested)} tested (pair, sender -> receiver) rows "
+        f"with {padj} < {alpha}, in {len(counts)} of "
         f"{tested.groupby(['sender', 'receiver']).ngroups} domain pairs"
     )
-    for row in hits.sort_values("zscore", ascending=False).head(n).itertuples():
+    for row in hits.sort_values(z, ascending=False).head(n).to_dict("records"):
         print(
-            f"    {row.sender} -> {row.receiver}: {row.pair} (edge score {row.score:.3g}, "
-            f"z {row.zscore:.1f}, padj {row.padj:.2g}, {row.n_edges} edges)"
+            f"    {row['sender']} -> {row['receiver']}: {row['pair']} (edge score "
+            f"{row['score']:.3g}, z {row[z]:.1f}, padj {row[padj]:.2g}, {row['n_edges']} edges)"
         )
 
 
@@ -404,7 +409,8 @@ def report_real(out: Path, label: str, adata: ad.AnnData, lr: ad.AnnData, settin
     """Top pairs, boundary hits and every significant row of a real section; then LIANA+."""
     alpha = settings["alpha"]
     print_top(lr.uns["lr_pairs"], alpha=alpha)
-    print_domain_pairs(lr.uns["lr_domain_pairs"], alpha=alpha)
+    for suffix in ("", "_perm"):
+        print_domain_pairs(lr.uns["lr_domain_pairs"], alpha=alpha, suffix=suffix)
     print_significant(label.split()[0], lr.uns["lr_pairs"], out, alpha)
     print_significant(label.split()[0], lr.uns["lr_pairs"], out, alpha, suffix="_perm")
     compare_liana(out, label, adata, lr, settings)

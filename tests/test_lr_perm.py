@@ -19,6 +19,10 @@ from spaseg.tl._lr_perm import (
     forms,
     null_draws,
     permutation_test,
+    within_domain_permutation,
+)
+from spaseg.tl._lr_perm import (
+    testable as rows_tested,
 )
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -224,3 +228,21 @@ def test_without_domains_every_spot_is_exchangeable():
     z = table["zscore_perm"]
     assert z[planted].min() > z[~planted].max()
     assert (table.loc[planted, "padj_perm"] < 0.05).all()
+
+
+def test_rows_tested_do_not_depend_on_where_in_its_domain_a_spot_lies():
+    """Which rows are tested is decided by what a within-domain permutation keeps: chosen on
+    the detections at the boundary itself, the tested rows would be those whose genes sit
+    there by chance, and their p-values would come out too small."""
+    rng = np.random.default_rng(2)
+    graph, _, onehot, _, _, _ = _random_section(rng)
+    codes = onehot.argmax(axis=0)
+    e = sparse.csr_matrix(rng.random((len(codes), 30)) * (rng.random((len(codes), 30)) < 0.1))
+    ligand, receptor = rng.choice(30, (2, 60))
+    before = rows_tested(e, graph, codes, 3, ligand, receptor, 4, True)
+    for seed in range(5):
+        perm = within_domain_permutation(codes, np.random.default_rng(seed))
+        after = rows_tested(e[perm], graph, codes, 3, ligand, receptor, 4, True)
+        np.testing.assert_array_equal(after[0], before[0])
+        np.testing.assert_array_equal(after[1], before[1])
+    assert 0 < before[1].mean() < 1  # some boundary rows tested, some not

@@ -237,7 +237,9 @@ def lr_scores(
     n_bins
         Expression bins (quantiles of the genes' mean sqrt-expression) for the matching.
     min_spots
-        Pairs whose ligand or receptor is detected in fewer spots are left out.
+        Pairs whose ligand or receptor is detected in fewer spots are left out; the
+        permutation test leaves untested a domain, or a boundary (ligand in the sending
+        domain, receptor in the receiving one), where either is detected in fewer of its spots.
     alpha
         Spot-level FDR for ``frac_spots_significant``.
     seed

@@ -218,31 +218,27 @@ def testable(
     with_section: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which statistics x pairs have the ligand and the receptor each detected in at least
-    ``min_spots`` of the spots they are read at: a domain's spots (then the section's, when
-    ``with_section``), or, for the boundary from ``a`` into ``b``, the spots of ``a`` with a
-    neighbour in ``b`` (ligand) and those of ``b`` with a neighbour in ``a`` (receptor).
+    ``min_spots`` spots of their domain: for a domain's mean, that domain (the section for its
+    row, when ``with_section``); for the boundary from ``a`` into ``b``, the ligand in ``a``
+    and the receptor in ``b``.
 
-    A statistic carried by a handful of spots is far from normal (a few products make its
-    tail), and the z-test's p would be far too small there: such rows are not tested.
+    A statistic carried by a handful of spots is far from normal, and its p would be too small
+    against the pooled draws of better-behaved rows: such rows are not tested. The choice uses
+    only what a within-domain permutation keeps. Chosen on the detections at the boundary
+    itself, the tested rows were those whose genes happened to sit there, and the boundary
+    p-values came out too small (share below 0.05 of 0.06 on null data; runs with a false
+    discovery 2 of 26, against none).
     """
     e = sparse.csr_matrix(sqrt_entities)
     onehot = _onehot(codes, n_dom)
-    touches = (sparse.csr_matrix(graph, dtype=np.float64) @ onehot.T).toarray() > 0
     in_domain = np.zeros((n_dom, e.shape[1]))  # domains x entities: spots detecting it
-    facing = np.zeros((n_dom, n_dom, e.shape[1]))  # [x, y, e]: of x's spots facing y
-    for rows in _row_chunks(e.shape[0], e.shape[1]):
-        detected = (e[rows].toarray() > 0).astype(np.float64)
-        here = codes[rows]
-        for x in np.unique(here):
-            mine = detected[here == x]
-            in_domain[x] += mine.sum(axis=0)
-            facing[x] += touches[rows][here == x].T.astype(np.float64) @ mine
+    for rows in _row_chunks(e.shape[0], e.shape[1]):  # a float copy of all of e is GBs on a chip
+        in_domain += (onehot[:, rows] @ (e[rows] > 0).astype(np.float64)).toarray()
+    ok = in_domain >= min_spots
+    boundary_ok = ok[:, None, ligand] & ok[None, :, receptor]  # [a, b, pair]
     if with_section:
-        in_domain = np.r_[in_domain, in_domain.sum(axis=0, keepdims=True)]
-    domain_ok = (in_domain[:, ligand] >= min_spots) & (in_domain[:, receptor] >= min_spots)
-    sender = facing[:, :, ligand]  # [a, b, pair]
-    receiver = facing[:, :, receptor].transpose(1, 0, 2)  # [a, b]: spots of b facing a
-    boundary_ok = (sender >= min_spots) & (receiver >= min_spots)
+        ok = np.r_[ok, in_domain.sum(axis=0, keepdims=True) >= min_spots]
+    domain_ok = ok[:, ligand] & ok[:, receptor]
     return domain_ok, boundary_ok.reshape(n_dom * n_dom, -1)
 
 
