@@ -8,7 +8,8 @@ the output folder for independent scoring (never used for tuning). Baselines on 
 principal components in the same run: scanpy Leiden with the resolution tuned to 7 clusters,
 and KMeans(7). Everything runs with the settings `config/config.yaml` ships (its ``qc``,
 ``pca`` and ``spaseg`` sections, as the workflow passes them) unless ``--spaseg`` or
-``--pca`` override a key. Accuracy: ARI and NMI against ``layer_guess``.
+``--pca`` override a key (``--panel-from 151675 151676``: ``pca.genes`` = the genes those
+sections share). Accuracy: ARI and NMI against ``layer_guess``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
@@ -137,6 +139,18 @@ def run_section(
     return rows
 
 
+def write_panel(sections: list[str], path: Path) -> str:
+    """The genes all ``sections`` hold, one per line: a panel of genes variable in each."""
+    genes = None
+    for name in sections:
+        names = ad.read_h5ad(DATA / f"{name}.h5ad", backed="r").var_names
+        genes = names if genes is None else genes.intersection(names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{g}\n" for g in genes))
+    print(f"panel: {len(genes)} genes shared by {', '.join(sections)} -> {path}")
+    return str(path)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -146,6 +160,13 @@ def main(argv=None) -> None:
     parser.add_argument("--spaseg", default="", help="override config spaseg keys, k=v,...")
     parser.add_argument("--pca", default="", help="override config pca keys, k=v,...")
     parser.add_argument("--no-baselines", action="store_true", help="SpaSEG only")
+    parser.add_argument(
+        "--panel-from",
+        nargs="+",
+        metavar="SECTION",
+        help="pca.genes: the genes these sections share (each holds its 5 000 most variable), "
+        "written to <out>/panel.txt",
+    )
     args = parser.parse_args(argv)
     if not DATA.exists():
         sys.exit(f"DLPFC data not found at {DATA}")
@@ -160,6 +181,8 @@ def main(argv=None) -> None:
                 for k, v in (kv.split("=") for kv in overrides.split(",") if kv)
             }
         )
+    if args.panel_from:
+        config["pca"]["genes"] = write_panel(args.panel_from, args.out / "panel.txt")
     print(f"spaseg: {config['spaseg']}\npca: {config['pca']}\nqc: {config['qc']}")
 
     rows = []

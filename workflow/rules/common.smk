@@ -19,7 +19,8 @@ REPO = Path(workflow.current_basedir).parents[1]
 # This checkout's library, light parts only (no scanpy, anndata or torch in Snakemake's process).
 sys.path.insert(0, str(REPO / "src"))
 from spaseg._atomic import atomic_path
-from spaseg._errors import QCGateError
+from spaseg._errors import InputError, QCGateError
+from spaseg.io._panel import read_gene_panel
 from spaseg.pp._gates import check_gates, qc_filters
 
 
@@ -54,6 +55,24 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
 SAMPLE_SHEET = config["samples"]
+
+
+def gene_panel():
+    """pca.genes, read here so that a missing or empty panel stops the run before any job;
+    the file is a rule input (a new panel reruns the PCA)."""
+    path = config["pca"].get("genes")
+    if not path:
+        return []
+    try:
+        read_gene_panel(path)
+    except InputError as err:
+        raise WorkflowError(
+            f"config key 'pca.genes': {err} (relative paths start at {Path.cwd()})"
+        )
+    return [path]
+
+
+GENE_PANEL = gene_panel()
 
 
 def results_unwritable(why):

@@ -7,6 +7,7 @@ rule joint_pca:
         h5ad=group_qc_files,
         # A group is trained only when every section passed its QC gates (rule qc_gate).
         passed=group_qc_passed,
+        panel=GENE_PANEL,
     output:
         f"{RESULTS}/groups/{{group}}/pca.h5ad",
     log:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from os import PathLike
 
 import anndata as ad
 import numpy as np
@@ -48,6 +49,7 @@ def joint_normalize_pca(
     n_comps: int = 15,
     target_sum: float | None = None,
     scale: bool = False,
+    genes: Sequence[str] | str | PathLike | None = None,
     harmony: bool = False,
     min_shared_genes: int = 50,
     sample_key: str = "sample",
@@ -68,8 +70,8 @@ def joint_normalize_pca(
         Raw counts in ``X`` (after :func:`spaseg.pp.qc`) of each section, as a dict
         name -> AnnData or a list (names from each section's ``obs[sample_key]``, else
         ``section0``, ``section1``, ...). Order is kept: it is the section order.
-    n_comps, target_sum, scale, seed
-        As in :func:`spaseg.pp.normalize_pca`.
+    n_comps, target_sum, scale, genes, seed
+        As in :func:`spaseg.pp.normalize_pca` (``genes``: a panel, among the shared genes).
     harmony
         Also write Harmony-corrected PCs to ``obsm["X_pca_harmony"]``.
     min_shared_genes
@@ -94,19 +96,19 @@ def joint_normalize_pca(
     where = f"group {group!r}: " if group is not None else ""
     if not sections:
         raise InputError(f"{where}no sections given.", field=sample_key)
-    genes = shared_genes(sections)
+    shared = shared_genes(sections)
     counts = {name: int(a.n_vars) for name, a in sections.items()}
-    if len(genes) < min_shared_genes:
+    if len(shared) < min_shared_genes:
         raise InputError(
-            f"{where}the sections share only {len(genes)} genes (at least {min_shared_genes} "
+            f"{where}the sections share only {len(shared)} genes (at least {min_shared_genes} "
             f"needed; genes per section: {counts}). Check that all use the same gene ids "
             "(var_names) and gene panel.",
             field="var_names",
         )
-    log.info("%s%d sections, %d shared genes of %s", where, len(sections), len(genes), counts)
+    log.info("%s%d sections, %d shared genes of %s", where, len(sections), len(shared), counts)
 
     joint = ad.concat(
-        {name: a[:, genes] for name, a in sections.items()},
+        {name: a[:, shared] for name, a in sections.items()},
         label=sample_key,
         index_unique="-",
         join="inner",
@@ -121,7 +123,13 @@ def joint_normalize_pca(
     joint.obs[sample_key] = pd.Categorical(joint.obs[sample_key], categories=list(sections))
 
     normalize_pca(
-        joint, n_comps=n_comps, target_sum=target_sum, scale=scale, seed=seed, sample=group
+        joint,
+        n_comps=n_comps,
+        target_sum=target_sum,
+        scale=scale,
+        genes=genes,
+        seed=seed,
+        sample=group,
     )
     use_rep = "X_pca"
     if harmony and len(sections) > 1:
@@ -132,7 +140,7 @@ def joint_normalize_pca(
     joint.uns["joint_pca"] = {
         "samples": np.asarray(list(sections)),
         "genes_per_sample": np.asarray(list(counts.values())),
-        "n_shared_genes": len(genes),
+        "n_shared_genes": len(shared),
         "harmony": bool(harmony),
         "use_rep": use_rep,
     }

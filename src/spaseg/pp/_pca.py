@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from os import PathLike
 
 import numpy as np
 import scanpy as sc
@@ -10,6 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._errors import InputError
+from ..io._panel import read_gene_panel
 
 log = logging.getLogger("spaseg")
 
@@ -20,6 +23,7 @@ def normalize_pca(
     n_comps: int = 15,
     target_sum: float | None = None,
     scale: bool = False,
+    genes: Sequence[str] | str | PathLike | None = None,
     seed: int = 0,
     sample: str | None = None,
     copy: bool = False,
@@ -36,6 +40,12 @@ def normalize_pca(
         Counts per spot after normalisation; ``None`` uses the median total count.
     scale
         Scale genes to unit variance before PCA (not done by the reference).
+    genes
+        A gene panel, or the path of a panel file (:func:`spaseg.io.read_gene_panel`): the PCs
+        are computed on these genes only (``var_names`` or ``var["gene_symbols"]``, symbols in
+        any case; genes the data lack are left out, with a warning). All genes are still
+        normalised. ``None``: every gene. Genes variable in other sections of a tissue can make
+        better domains than a section's own variable genes (DLPFC, ``benchmarks/RESULTS.md``).
     seed
         Random state of the PCA solver.
     sample
@@ -46,13 +56,15 @@ def normalize_pca(
     Returns
     -------
     ``None``, or with ``copy`` the modified copy. Sets raw counts in ``layers["counts"]``,
-    log-normalised ``X``, ``obsm["X_pca"]`` and ``uns["pca"]``.
+    log-normalised ``X``, ``obsm["X_pca"]`` and ``uns["pca"]`` (and, with ``genes``,
+    ``var["pca_panel"]``: the genes the PCs were computed on).
 
     Raises
     ------
     InputError
-        If there are fewer than 3 spots or 2 genes, half the spots or more have no counts
-        (with ``target_sum=None``), or every spot has the same normalised expression.
+        If there are fewer than 3 spots or 2 genes (of the panel, with ``genes``), half the
+        spots or more have no counts (with ``target_sum=None``), or every spot has the same
+        normalised expression.
     """
     if adata.n_obs < 3 or adata.n_vars < 2:
         raise InputError(
@@ -61,7 +73,13 @@ def normalize_pca(
             field="pca.n_comps",
         )
     adata = adata.copy() if copy else adata
-    limit = min(adata.n_obs, adata.n_vars) - 1
+    mask = None
+    if genes is not None:
+        if isinstance(genes, str | PathLike):
+            genes = read_gene_panel(genes)
+        adata.var["pca_panel"] = mask = panel_mask(adata, genes, sample=sample)
+    limit = min(adata.n_obs, adata.n_vars if mask is None else int(mask.sum())) - 1
+    mask_var = None if mask is None else "pca_panel"  # by name: scanpy records it in uns
     if n_comps > limit:
         log.warning("n_comps=%d is more than the data allow; using %d", n_comps, limit)
         n_comps = limit
@@ -72,20 +90,48 @@ def normalize_pca(
     if scale:
         # Scaling densifies; do it on a copy so X stays sparse log-normalised data.
         scaled = sc.pp.scale(adata, max_value=10, copy=True)
-        sc.pp.pca(scaled, n_comps=n_comps, random_state=seed)
+        sc.pp.pca(scaled, n_comps=n_comps, random_state=seed, mask_var=mask_var)
         adata.obsm["X_pca"] = scaled.obsm["X_pca"]
         adata.uns["pca"] = scaled.uns["pca"]
         adata.varm["PCs"] = scaled.varm["PCs"]
     else:
-        sc.pp.pca(adata, n_comps=n_comps, random_state=seed)
+        sc.pp.pca(adata, n_comps=n_comps, random_state=seed, mask_var=mask_var)
     adata.obsm["X_pca"] = np.asarray(adata.obsm["X_pca"], dtype=np.float32)
     adata.uns["pca"]["params"] = dict(
         adata.uns["pca"].get("params", {}),
         n_comps=n_comps,
         target_sum="median" if target_sum is None else target_sum,
         scale=scale,
+        genes="all" if mask is None else int(mask.sum()),
     )
     return adata if copy else None
+
+
+def panel_mask(adata: AnnData, genes: Sequence[str], *, sample: str | None = None) -> np.ndarray:
+    """Which of ``adata``'s genes are in the panel ``genes``: by ``var_names``, or by
+    ``var["gene_symbols"]`` in any case. Raises :class:`InputError` when fewer than 2 are."""
+    wanted = {str(g) for g in genes}
+    mask = adata.var_names.isin(wanted)
+    if "gene_symbols" in adata.var:
+        upper = {g.upper() for g in wanted}
+        mask |= adata.var["gene_symbols"].astype(str).str.upper().isin(upper).to_numpy()
+    found = int(mask.sum())
+    if found < 2:
+        raise InputError(
+            f"{found} of the {len(wanted)} panel genes are in the data (e.g. "
+            f"{', '.join(sorted(wanted)[:3])}; the data's genes are e.g. "
+            f"{', '.join(map(str, adata.var_names[:3]))}): give var_names or gene symbols.",
+            sample=sample,
+            field="pca.genes",
+        )
+    if found < len(wanted):
+        log.warning(
+            "%sPCA on %d of the %d panel genes (the others are not in the data)",
+            f"{sample}: " if sample else "",
+            found,
+            len(wanted),
+        )
+    return np.asarray(mask)
 
 
 def _target_sum(X, target_sum: float | None, sample: str | None) -> float:

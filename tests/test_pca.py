@@ -1,0 +1,105 @@
+"""A gene panel for the PCA (pca.genes): the library, the file format, and the workflow's
+check before any job runs."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+import yaml
+from test_workflow import output, snakemake
+from test_workflow_cci import dry_run
+
+import spaseg
+from spaseg import InputError
+
+
+def section():
+    adata = spaseg.datasets.simulate_tissue(3, pattern="layers", n_rows=14, n_genes=120, seed=1)
+    adata.var["gene_symbols"] = [f"Sym{k}" for k in range(adata.n_vars)]
+    return adata
+
+
+def test_panel_pcs_are_the_pcs_of_the_panel_genes():
+    """All genes are normalised; the PCs are those of the panel's columns alone."""
+    adata = section()
+    panel = list(adata.var_names[5:35])
+    out = spaseg.pp.normalize_pca(adata, n_comps=5, genes=panel, copy=True)
+    assert out.var["pca_panel"].sum() == 30 and out.uns["pca"]["params"]["genes"] == 30
+    assert (out.varm["PCs"][~out.var["pca_panel"].to_numpy()] == 0).all()
+
+    by_hand = adata.copy()
+    sc.pp.normalize_total(by_hand, target_sum=float(np.median(np.asarray(adata.X.sum(axis=1)))))
+    sc.pp.log1p(by_hand)
+    by_hand = by_hand[:, panel].copy()
+    sc.pp.pca(by_hand, n_comps=5, random_state=0)
+    for k in range(5):  # the same components, up to sign
+        r = np.corrcoef(out.obsm["X_pca"][:, k], by_hand.obsm["X_pca"][:, k])[0, 1]
+        assert abs(r) > 0.999, (k, r)
+    everything = spaseg.pp.normalize_pca(adata, n_comps=5, copy=True)
+    assert not np.allclose(np.abs(everything.obsm["X_pca"]), np.abs(out.obsm["X_pca"]), atol=1e-3)
+
+
+def test_panel_file_symbols_comments_and_missing_genes(tmp_path, caplog):
+    adata = section()
+    path = tmp_path / "panel.tsv"
+    path.write_text("# genes variable in earlier sections\nsym3\tnote\n\nSYM4,x\nSym9\nNOPE\n")
+    assert spaseg.io.read_gene_panel(path) == ["sym3", "SYM4", "Sym9", "NOPE"]
+    with caplog.at_level(logging.WARNING, logger="spaseg"):
+        out = spaseg.pp.normalize_pca(adata, n_comps=2, genes=path, sample="s1", copy=True)
+    assert list(out.var_names[out.var["pca_panel"]]) == list(adata.var_names[[3, 4, 9]])
+    assert "3 of the 4 panel genes" in caplog.text
+
+
+def test_panel_without_the_data_genes_is_named(tmp_path):
+    adata = section()
+    with pytest.raises(InputError, match="0 of the 2 panel genes") as err:
+        spaseg.pp.normalize_pca(adata, genes=["ENSG1", "ENSG2"], sample="s1")
+    assert err.value.field == "pca.genes" and err.value.sample == "s1"
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    with pytest.raises(InputError, match="lists no genes") as err:
+        spaseg.io.read_gene_panel(empty)
+    assert err.value.file == empty
+
+
+def test_joint_pca_takes_the_panel_among_shared_genes():
+    a, b = section(), section()
+    b = b[:, 10:].copy()  # the panel's first genes are not shared
+    joint = spaseg.pp.joint_normalize_pca(
+        {"a": a, "b": b}, n_comps=3, genes=list(a.var_names[5:25])
+    )
+    assert joint.var["pca_panel"].sum() == 15
+
+
+def test_workflow_reads_the_panel_before_any_job(tmp_path):
+    result, _, _ = dry_run(tmp_path / "missing", {"pca": {"genes": "nowhere.txt"}})
+    assert result.returncode != 0
+    assert "pca.genes" in output(result) and "nowhere.txt" in output(result)
+
+    panel = tmp_path / "panel.txt"
+    panel.write_text("G1\nG2\nG3\n")
+    result, jobs, _ = dry_run(tmp_path / "panel", {"pca": {"genes": str(panel)}})
+    assert result.returncode == 0, output(result)
+    assert jobs["normalize_pca"] == 2 and result.stdout.count(str(panel)) >= 2, result.stdout
+
+
+def test_workflow_pca_uses_the_panel(tmp_path):
+    """The rule reads the panel file (a rule input) and computes the PCs on its genes."""
+    _, _, paths = dry_run(tmp_path, {})
+    genes = list(ad.read_h5ad(paths["section"]).var_names[:12])
+    panel = tmp_path / "panel.txt"
+    panel.write_text("\n".join(genes) + "\n")
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["pca"] = {"genes": str(panel)}
+    config["qc"] = {"gates": {"min_spots": None, "min_median_genes": None}}  # a tiny section
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = str(tmp_path / "results" / "a" / "pca.h5ad")
+    result = snakemake("--cores", "1", target, configfiles=[tmp_path / "config.yaml"])
+    assert result.returncode == 0, output(result)
+    pca = ad.read_h5ad(target)
+    assert list(pca.var_names[pca.var["pca_panel"]]) == [g for g in pca.var_names if g in genes]
+    assert pca.uns["pca"]["params"]["genes"] == int(pca.var["pca_panel"].sum()) > 2
