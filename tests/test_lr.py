@@ -416,6 +416,25 @@ def _tail_p(observed: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return tail_pvalues(observed, draws, which, count)
 
 
+@pytest.mark.parametrize("shape", [-0.2, 0.0, 0.1, 0.5, 1.0])
+def test_tail_fit_is_the_maximum_likelihood_fit(shape):
+    """The profile-likelihood search finds the likelihood's maximum over shape >= 0 (scipy's
+    Nelder-Mead fit, an exponential where that fit's shape is negative), or better."""
+    from scipy import stats
+
+    from spaseg.tl._tail import gpd_fit
+
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        x = stats.genpareto.rvs(shape, scale=2.0, size=100, random_state=rng)
+        ours = gpd_fit(x)
+        c, _, scale = stats.genpareto.fit(x, floc=0)
+        theirs = (c, scale) if c >= 0 else (0.0, x.mean())
+        assert ours[0] >= 0
+        ll = [stats.genpareto.logpdf(x, k, scale=s).sum() for k, s in (ours, theirs)]
+        assert ll[0] >= ll[1] - 1e-6, (ours, theirs, ll)
+
+
 @pytest.mark.parametrize(
     ("draw", "x", "truth", "bounds"),
     [

@@ -19,6 +19,7 @@ from spaseg.tl._lr_perm import (
     forms,
     null_draws,
     permutation_test,
+    permutations_needed,
     within_domain_permutation,
 )
 from spaseg.tl._lr_perm import (
@@ -246,3 +247,18 @@ def test_rows_tested_do_not_depend_on_where_in_its_domain_a_spot_lies():
         np.testing.assert_array_equal(after[0], before[0])
         np.testing.assert_array_equal(after[1], before[1])
     assert 0 < before[1].mean() < 1  # some boundary rows tested, some not
+
+
+def test_large_tables_draw_fewer_permutations():
+    """Permutations stop once every family pools POOLED_DRAWS z-scores; a small table draws
+    all it is given, and the table records what was drawn."""
+    assert permutations_needed(5, 3440, 3051) == 5  # DLPFC-sized: 7 would be needed
+    assert permutations_needed(5, 9000, 14000) == 3  # a chip: 1 000 pairs, 8 bands
+    assert permutations_needed(5, 9000, 0) == 3  # no boundary tested
+    assert permutations_needed(5, 10**6, 10**6) == 1
+    assert permutations_needed(0, 10, 10) == 0 and permutations_needed(5) == 5
+    sim = simulate_cci(n_genes=120, n_rows=16, n_planted=4, n_controls=8, seed=3)
+    adata = sim.spatial
+    adata.X = sparse.csr_matrix(np.log1p(adata.X.toarray()))
+    lr = lr_scores(adata, sim.pairs, n_background=20, min_spots=3, n_permutations=2)
+    assert lr.uns["lr"]["n_permutations_drawn"] == 2 == lr.uns["lr"]["n_permutations"]

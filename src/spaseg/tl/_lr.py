@@ -233,7 +233,9 @@ def lr_scores(
     n_permutations
         Permutations of the spots' expression within each domain for the permutation test:
         their z-scores, pooled over every test of a table, give its p-values (0: the normal
-        tail of z, too thin where a statistic rests on a few spots).
+        tail of z, too thin where a statistic rests on a few spots). The most drawn: a large
+        table stops once each of its families (domain means, boundary means) pools 20 000
+        z-scores (``uns["lr"]["n_permutations_drawn"]``); beyond that the fitted tail takes over.
     n_bins
         Expression bins (quantiles of the genes' mean sqrt-expression) for the matching.
     min_spots
@@ -360,6 +362,7 @@ def lr_scores(
         "radius": "none" if radius is None else radius,
         "n_background": n_background,
         "n_permutations": n_permutations,
+        "n_permutations_drawn": result.n_permutations,
         "n_bins": n_bins,
         "min_spots": min_spots,
         "alpha": alpha,
@@ -524,6 +527,7 @@ def _score_all(
             expected,
             permutation,
         ),
+        permutation.n_permutations,
     )
 
 

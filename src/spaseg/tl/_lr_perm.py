@@ -352,6 +352,21 @@ def pooled_pvalues(z: np.ndarray, null_z: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Pooled null z-scores per family of tests (domain means, boundary means) that are enough:
+#: the p-values are empirical down to 1 / POOLED_DRAWS and from the fitted tail beyond, so a
+#: large table (a chip: 1 000 pairs x 10 domains) needs fewer permutations than a small one.
+POOLED_DRAWS = 20_000
+
+
+def permutations_needed(n_permutations: int, *family_sizes: int) -> int:
+    """At most ``n_permutations``; fewer where every family of ``family_sizes`` tests already
+    pools :data:`POOLED_DRAWS` z-scores from fewer permutations."""
+    sizes = [int(n) for n in family_sizes if n > 0]
+    if not n_permutations or not sizes:
+        return n_permutations
+    return min(n_permutations, max(-(-POOLED_DRAWS // n) for n in sizes))
+
+
 @dataclass
 class Permutation:
     """The within-domain permutation test of one section: the pairs' moments per domain, the
@@ -367,6 +382,7 @@ class Permutation:
     boundaries_testable: np.ndarray
     null_domains: np.ndarray | None = None
     null_boundaries: np.ndarray | None = None
+    n_permutations: int = 0
 
     def zscores(self, observed: np.ndarray, which: str) -> tuple[np.ndarray, np.ndarray]:
         """z and normal-tail p of ``observed`` (statistics x pairs); NaN where not tested."""
@@ -406,6 +422,10 @@ def permutation_setup(
         boundary_forms(graph, h, codes, n_dom, boundary_tested),
         *testable(sqrt_entities, graph, codes, n_dom, ligand, receptor, min_spots, with_section),
     )
+    n_permutations = permutations_needed(
+        n_permutations, int(test.domains_testable.sum()), int(test.boundaries_testable.sum())
+    )
+    test.n_permutations = n_permutations
     if n_permutations:
         draws = null_draws(
             sqrt_entities, mean_op, graph, h, codes, n_dom, members, ligand, receptor

@@ -28,6 +28,7 @@ class _Result:
     neglog10_padj: sparse.csr_matrix
     table: pd.DataFrame  # per pair and domain
     domain_pairs: pd.DataFrame
+    n_permutations: int  # drawn for the permutation test (:func:`permutations_needed`)
 
 
 @dataclass

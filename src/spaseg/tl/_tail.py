@@ -7,7 +7,7 @@ and kept. Beyond that, the tail of the background is modelled: the ``n_tail`` la
 exceed a threshold ``t`` (midway between the ``n_tail``-th and the next largest), and the
 excesses over ``t`` follow a generalised Pareto distribution (the limit law of excesses over a
 high threshold, whatever the parent distribution), fitted by maximum likelihood with a shape of
-at least 0 (a bounded fitted tail would give p = 0 just past the largest draw). Then
+at least 0 (:func:`gpd_fit`) (a bounded fitted tail would give p = 0 just past the largest draw). Then
 ``p = n_tail / n * GPD.sf(x - t)``.
 """
 
@@ -83,10 +83,40 @@ def fit_tail(draws_sorted: np.ndarray, n_tail: int) -> tuple[float, float, float
     excess = top[1:] - threshold
     if not np.ptp(excess) > 0:
         return None
-    shape, _, scale = stats.genpareto.fit(excess, floc=0)
-    if shape < 0:
-        # A bounded tail ends a little past the largest draw, where every larger value would
-        # get p = 0: too sure from ~100 excesses. An exponential tail (shape 0, the fitted
-        # scale being the mean excess) is the lightest unbounded one: conservative there.
-        shape, scale = 0.0, float(excess.mean())
-    return threshold, float(shape), float(scale)
+    shape, scale = gpd_fit(excess)
+    return threshold, shape, scale
+
+
+def gpd_fit(excess: np.ndarray) -> tuple[float, float]:
+    """(shape, scale) of the generalised Pareto distribution (location 0) of largest
+    likelihood with a shape of at least 0.
+
+    A bounded tail (shape < 0) ends a little past the largest draw, where every larger value
+    would get p = 0: too sure from ~100 excesses; the lightest unbounded tail, the exponential
+    (shape 0, scale the mean excess), is conservative there. With ``theta = shape / scale``
+    the likelihood's maximum over the shape is closed-form (Grimshaw 1993): ``shape =
+    mean(log1p(theta x))``, so a one-dimensional search over ``theta >= 0`` finds it, a grid
+    then a golden-section refinement: the same fit as a Nelder-Mead search over both
+    parameters, ~20 times faster (a table fits a tail for every row its draws do not cover).
+    """
+    x = np.asarray(excess, dtype=np.float64)
+    mean = float(x.mean())
+
+    def profile(theta: np.ndarray) -> np.ndarray:  # log-likelihood / n, for theta > 0
+        shape = np.log1p(np.multiply.outer(theta, x)).mean(axis=-1)
+        return -(np.log(shape / theta) + 1.0 + shape)
+
+    grid = np.geomspace(1e-4, 1e4, 161) / mean
+    values = profile(grid)
+    best = int(np.argmax(values))
+    if values[best] <= -(np.log(mean) + 1.0):  # theta = 0, the exponential, is at least as good
+        return 0.0, mean
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    golden = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(40):  # the bracket shrinks to 1e-8 of itself
+        a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        fa, fb = profile(np.array([a, b]))
+        lo, hi = (lo, b) if fa >= fb else (a, hi)
+    theta = 0.5 * (lo + hi)
+    shape = float(np.log1p(theta * x).mean())
+    return shape, shape / theta
