@@ -79,7 +79,6 @@ def normalize_pca(
             genes = read_gene_panel(genes)
         adata.var["pca_panel"] = mask = panel_mask(adata, genes, sample=sample)
     limit = min(adata.n_obs, adata.n_vars if mask is None else int(mask.sum())) - 1
-    mask_var = None if mask is None else "pca_panel"  # by name: scanpy records it in uns
     if n_comps > limit:
         log.warning("n_comps=%d is more than the data allow; using %d", n_comps, limit)
         n_comps = limit
@@ -88,13 +87,17 @@ def normalize_pca(
     sc.pp.log1p(adata)
     _check_variation(adata.X, sample)
     if scale:
-        # Scaling densifies; do it on a copy so X stays sparse log-normalised data.
-        scaled = sc.pp.scale(adata, max_value=10, copy=True)
-        sc.pp.pca(scaled, n_comps=n_comps, random_state=seed, mask_var=mask_var)
+        # Scaling densifies: a copy of the panel's genes only, so X stays sparse.
+        panel = slice(None) if mask is None else mask
+        scaled = sc.pp.scale(adata[:, panel], max_value=10, copy=True)
+        sc.pp.pca(scaled, n_comps=n_comps, random_state=seed)
         adata.obsm["X_pca"] = scaled.obsm["X_pca"]
         adata.uns["pca"] = scaled.uns["pca"]
-        adata.varm["PCs"] = scaled.varm["PCs"]
-    else:
+        pcs = np.zeros((adata.n_vars, n_comps), dtype=scaled.varm["PCs"].dtype)
+        pcs[panel] = scaled.varm["PCs"]
+        adata.varm["PCs"] = pcs
+    else:  # the panel by name: scanpy records it in uns
+        mask_var = None if mask is None else "pca_panel"
         sc.pp.pca(adata, n_comps=n_comps, random_state=seed, mask_var=mask_var)
     adata.obsm["X_pca"] = np.asarray(adata.obsm["X_pca"], dtype=np.float32)
     adata.uns["pca"]["params"] = dict(

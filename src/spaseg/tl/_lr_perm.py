@@ -209,18 +209,18 @@ def boundary_forms(
 
 def testable(
     sqrt_entities: sparse.spmatrix,
-    graph: sparse.spmatrix,
     codes: np.ndarray,
     n_dom: int,
     ligand,
     receptor,
     min_spots: int,
     with_section: bool,
+    boundary_tested: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which statistics x pairs have the ligand and the receptor each detected in at least
     ``min_spots`` spots of their domain: for a domain's mean, that domain (the section for its
-    row, when ``with_section``); for the boundary from ``a`` into ``b``, the ligand in ``a``
-    and the receptor in ``b``.
+    row, when ``with_section``); for the boundary from ``a`` into ``b`` (only where
+    ``boundary_tested[a, b]``), the ligand in ``a`` and the receptor in ``b``.
 
     A statistic carried by a handful of spots is far from normal, and its p would be too small
     against the pooled draws of better-behaved rows: such rows are not tested. The choice uses
@@ -236,6 +236,7 @@ def testable(
         in_domain += (onehot[:, rows] @ (e[rows] > 0).astype(np.float64)).toarray()
     ok = in_domain >= min_spots
     boundary_ok = ok[:, None, ligand] & ok[None, :, receptor]  # [a, b, pair]
+    boundary_ok &= np.asarray(boundary_tested, dtype=bool)[:, :, None]
     if with_section:
         ok = np.r_[ok, in_domain.sum(axis=0, keepdims=True) >= min_spots]
     domain_ok = ok[:, ligand] & ok[:, receptor]
@@ -420,7 +421,9 @@ def permutation_setup(
         domain_moments(sqrt_entities, codes, n_dom, ligand, receptor),
         domain_forms(mean_op, h, members, codes, n_dom),
         boundary_forms(graph, h, codes, n_dom, boundary_tested),
-        *testable(sqrt_entities, graph, codes, n_dom, ligand, receptor, min_spots, with_section),
+        *testable(
+            sqrt_entities, codes, n_dom, ligand, receptor, min_spots, with_section, boundary_tested
+        ),
     )
     n_permutations = permutations_needed(
         n_permutations, int(test.domains_testable.sum()), int(test.boundaries_testable.sum())

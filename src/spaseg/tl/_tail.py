@@ -7,8 +7,8 @@ and kept. Beyond that, the tail of the background is modelled: the ``n_tail`` la
 exceed a threshold ``t`` (midway between the ``n_tail``-th and the next largest), and the
 excesses over ``t`` follow a generalised Pareto distribution (the limit law of excesses over a
 high threshold, whatever the parent distribution), fitted by maximum likelihood with a shape of
-at least 0 (:func:`gpd_fit`) (a bounded fitted tail would give p = 0 just past the largest draw). Then
-``p = n_tail / n * GPD.sf(x - t)``.
+at least 0 (:func:`gpd_fit`; a bounded fitted tail would give p = 0 just past the largest
+draw). Then ``p = n_tail / n * GPD.sf(x - t)``.
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def gpd_fit(excess: np.ndarray) -> tuple[float, float]:
     (shape 0, scale the mean excess), is conservative there. With ``theta = shape / scale``
     the likelihood's maximum over the shape is closed-form (Grimshaw 1993): ``shape =
     mean(log1p(theta x))``, so a one-dimensional search over ``theta >= 0`` finds it, a grid
-    then a golden-section refinement: the same fit as a Nelder-Mead search over both
-    parameters, ~20 times faster (a table fits a tail for every row its draws do not cover).
+    then a golden-section refinement: the fit a Nelder-Mead search over both parameters
+    finds, or a better one where that search stops short, ~10 times faster (a table fits a
+    tail for every row its draws do not cover).
     """
     x = np.asarray(excess, dtype=np.float64)
     mean = float(x.mean())
