@@ -61,9 +61,37 @@ def test_panel_without_the_data_genes_is_named(tmp_path):
     assert err.value.field == "pca.genes" and err.value.sample == "s1"
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n\n")
-    with pytest.raises(InputError, match="lists no genes") as err:
+    with pytest.raises(InputError, match="names no genes") as err:
         spaseg.io.read_gene_panel(empty)
     assert err.value.file == empty
+
+
+def test_excluded_genes_are_left_out_of_the_pcs(tmp_path, caplog):
+    """pca.exclude_genes: the PCs are those of the other genes (names or symbols, a file or a
+    list, genes the data lack ignored); with a panel, of the panel without them."""
+    adata = section()
+    path = tmp_path / "exclude.txt"
+    path.write_text(f"# another tissue\nsym3\n{adata.var_names[4]}\nNOPE\n")
+    with caplog.at_level(logging.INFO, logger="spaseg"):
+        out = spaseg.pp.normalize_pca(adata, n_comps=5, exclude_genes=path, sample="s1", copy=True)
+    kept = out.var["pca_panel"].to_numpy()
+    assert list(out.var_names[~kept]) == list(adata.var_names[[3, 4]])
+    assert out.uns["pca"]["params"]["exclude_genes"] == 2
+    assert "s1: PCA without 2 genes" in caplog.text
+    by_list = spaseg.pp.normalize_pca(
+        adata, n_comps=5, genes=list(adata.var_names[kept]), copy=True
+    )
+    np.testing.assert_allclose(out.obsm["X_pca"], by_list.obsm["X_pca"], rtol=1e-5, atol=1e-5)
+
+    both = spaseg.pp.normalize_pca(
+        adata, n_comps=3, genes=list(adata.var_names[:20]), exclude_genes=["Sym3"], copy=True
+    )
+    assert both.var["pca_panel"].sum() == 19 and not both.var["pca_panel"].iloc[3]
+    assert both.uns["pca"]["params"]["exclude_genes"] == 1
+
+    with pytest.raises(InputError, match="leaves 1 genes") as err:
+        spaseg.pp.normalize_pca(adata, exclude_genes=list(adata.var_names[1:]), sample="s1")
+    assert err.value.field == "pca.exclude_genes" and err.value.sample == "s1"
 
 
 def test_joint_pca_takes_the_panel_among_shared_genes():
@@ -73,6 +101,10 @@ def test_joint_pca_takes_the_panel_among_shared_genes():
         {"a": a, "b": b}, n_comps=3, genes=list(a.var_names[5:25])
     )
     assert joint.var["pca_panel"].sum() == 15
+    joint = spaseg.pp.joint_normalize_pca(
+        {"a": a, "b": b}, n_comps=3, exclude_genes=list(a.var_names[10:15])
+    )
+    assert joint.var["pca_panel"].sum() == b.n_vars - 5
 
 
 def test_workflow_reads_the_panel_before_any_job(tmp_path):
@@ -85,6 +117,13 @@ def test_workflow_reads_the_panel_before_any_job(tmp_path):
     result, jobs, _ = dry_run(tmp_path / "panel", {"pca": {"genes": str(panel)}})
     assert result.returncode == 0, output(result)
     assert jobs["normalize_pca"] == 2 and result.stdout.count(str(panel)) >= 2, result.stdout
+
+    result, _, _ = dry_run(tmp_path / "exclude", {"pca": {"exclude_genes": "nowhere.txt"}})
+    assert result.returncode != 0
+    assert "pca.exclude_genes" in output(result) and "nowhere.txt" in output(result)
+    result, jobs, _ = dry_run(tmp_path / "exclude2", {"pca": {"exclude_genes": str(panel)}})
+    assert result.returncode == 0, output(result)
+    assert result.stdout.count(str(panel)) >= 2, result.stdout
 
 
 def test_workflow_pca_uses_the_panel(tmp_path):

@@ -57,22 +57,23 @@ RESULTS = config["results"]
 SAMPLE_SHEET = config["samples"]
 
 
-def gene_panel():
-    """pca.genes, read here so that a missing or empty panel stops the run before any job;
-    the file is a rule input (a new panel reruns the PCA)."""
-    path = config["pca"].get("genes")
+def gene_list(key):
+    """The gene list file of config key pca.<key>, read here so that a missing or empty list
+    stops the run before any job; the file is a rule input (a new list reruns the PCA).
+    """
+    path = config["pca"].get(key)
     if not path:
         return []
     try:
-        read_gene_panel(path)
+        read_gene_panel(path, field=f"pca.{key}")
     except InputError as err:
         raise WorkflowError(
-            f"config key 'pca.genes': {err} (relative paths start at {Path.cwd()})"
+            f"config key 'pca.{key}': {err} (relative paths start at {Path.cwd()})"
         )
     return [path]
 
 
-GENE_PANEL = gene_panel()
+GENE_LISTS = {"panel": gene_list("genes"), "exclude": gene_list("exclude_genes")}
 
 
 def results_unwritable(why):

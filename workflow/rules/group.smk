@@ -4,10 +4,10 @@
 
 rule joint_pca:
     input:
+        **GENE_LISTS,
         h5ad=group_qc_files,
         # A group is trained only when every section passed its QC gates (rule qc_gate).
         passed=group_qc_passed,
-        panel=GENE_PANEL,
     output:
         f"{RESULTS}/groups/{{group}}/pca.h5ad",
     log:

@@ -1,9 +1,9 @@
 rule normalize_pca:
     input:
+        **GENE_LISTS,
         h5ad=f"{RESULTS}/{{sample}}/qc.h5ad",
         # Rule qc_gate: a section that fails a QC gate stops here (qc.on_fail: skip).
         passed=f"{RESULTS}/{{sample}}/qc_passed.tsv",
-        panel=GENE_PANEL,
     output:
         f"{RESULTS}/{{sample}}/pca.h5ad",
     log:

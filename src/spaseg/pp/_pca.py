@@ -24,6 +24,7 @@ def normalize_pca(
     target_sum: float | None = None,
     scale: bool = False,
     genes: Sequence[str] | str | PathLike | None = None,
+    exclude_genes: Sequence[str] | str | PathLike | None = None,
     seed: int = 0,
     sample: str | None = None,
     copy: bool = False,
@@ -46,6 +47,11 @@ def normalize_pca(
         any case; genes the data lack are left out, with a warning). All genes are still
         normalised. ``None``: every gene. Genes variable in other sections of a tissue can make
         better domains than a section's own variable genes (DLPFC, ``benchmarks/RESULTS.md``).
+    exclude_genes
+        Genes left out of the PCA (a list or a file, as ``genes``; genes the data lack are
+        ignored), e.g. the genes of another tissue that contaminates the sections: on DLPFC
+        a breast-epithelium programme takes two of the first three PCs and splits the deep
+        layers (``benchmarks/RESULTS.md``).
     seed
         Random state of the PCA solver.
     sample
@@ -56,15 +62,15 @@ def normalize_pca(
     Returns
     -------
     ``None``, or with ``copy`` the modified copy. Sets raw counts in ``layers["counts"]``,
-    log-normalised ``X``, ``obsm["X_pca"]`` and ``uns["pca"]`` (and, with ``genes``,
-    ``var["pca_panel"]``: the genes the PCs were computed on).
+    log-normalised ``X``, ``obsm["X_pca"]`` and ``uns["pca"]`` (and, with ``genes`` or
+    ``exclude_genes``, ``var["pca_panel"]``: the genes the PCs were computed on).
 
     Raises
     ------
     InputError
         If there are fewer than 3 spots or 2 genes (of the panel, with ``genes``), half the
-        spots or more have no counts (with ``target_sum=None``), or every spot has the same
-        normalised expression.
+        spots or more have no counts (with ``target_sum=None``), every spot has the same
+        normalised expression, or ``exclude_genes`` leaves fewer than 2 genes.
     """
     if adata.n_obs < 3 or adata.n_vars < 2:
         raise InputError(
@@ -77,7 +83,12 @@ def normalize_pca(
     if genes is not None:
         if isinstance(genes, str | PathLike):
             genes = read_gene_panel(genes)
-        adata.var["pca_panel"] = mask = panel_mask(adata, genes, sample=sample)
+        mask = panel_mask(adata, genes, sample=sample)
+    n_excluded = 0
+    if exclude_genes is not None:
+        mask, n_excluded = _exclude(adata, mask, exclude_genes, sample)
+    if mask is not None:
+        adata.var["pca_panel"] = mask
     limit = min(adata.n_obs, adata.n_vars if mask is None else int(mask.sum())) - 1
     if n_comps > limit:
         log.warning("n_comps=%d is more than the data allow; using %d", n_comps, limit)
@@ -106,18 +117,51 @@ def normalize_pca(
         target_sum="median" if target_sum is None else target_sum,
         scale=scale,
         genes="all" if mask is None else int(mask.sum()),
+        exclude_genes=n_excluded,
     )
     return adata if copy else None
+
+
+def _named(adata: AnnData, genes: Sequence[str]) -> np.ndarray:
+    """Which of ``adata``'s genes ``genes`` names: by ``var_names``, or by
+    ``var["gene_symbols"]`` in any case."""
+    wanted = {str(g) for g in genes}
+    mask = adata.var_names.isin(wanted)
+    if "gene_symbols" in adata.var:
+        upper = {g.upper() for g in wanted}
+        mask |= adata.var["gene_symbols"].astype(str).str.upper().isin(upper).to_numpy()
+    return np.asarray(mask)
+
+
+def _exclude(
+    adata: AnnData,
+    mask: np.ndarray | None,
+    exclude_genes: Sequence[str] | str | PathLike,
+    sample: str | None,
+) -> tuple[np.ndarray, int]:
+    """The PCA's genes (``mask``, ``None``: all) without those ``exclude_genes`` names."""
+    if isinstance(exclude_genes, str | PathLike):
+        exclude_genes = read_gene_panel(exclude_genes, field="pca.exclude_genes")
+    named = _named(adata, exclude_genes)
+    kept = (np.ones(adata.n_vars, dtype=bool) if mask is None else mask) & ~named
+    n_excluded = int((named if mask is None else named & mask).sum())
+    log.info(
+        "%sPCA without %d genes of pca.exclude_genes", f"{sample}: " if sample else "", n_excluded
+    )
+    if kept.sum() < 2:
+        raise InputError(
+            f"pca.exclude_genes leaves {int(kept.sum())} genes for the PCA.",
+            sample=sample,
+            field="pca.exclude_genes",
+        )
+    return kept, n_excluded
 
 
 def panel_mask(adata: AnnData, genes: Sequence[str], *, sample: str | None = None) -> np.ndarray:
     """Which of ``adata``'s genes are in the panel ``genes``: by ``var_names``, or by
     ``var["gene_symbols"]`` in any case. Raises :class:`InputError` when fewer than 2 are."""
     wanted = {str(g) for g in genes}
-    mask = adata.var_names.isin(wanted)
-    if "gene_symbols" in adata.var:
-        upper = {g.upper() for g in wanted}
-        mask |= adata.var["gene_symbols"].astype(str).str.upper().isin(upper).to_numpy()
+    mask = _named(adata, wanted)
     found = int(mask.sum())
     if found < 2:
         raise InputError(
@@ -134,7 +178,7 @@ def panel_mask(adata: AnnData, genes: Sequence[str], *, sample: str | None = Non
             found,
             len(wanted),
         )
-    return np.asarray(mask)
+    return mask
 
 
 def _target_sum(X, target_sum: float | None, sample: str | None) -> float:
