@@ -14,7 +14,7 @@ separation over the four sections.
 
 ``--parts`` picks what runs (default ``leiden joint single``; ``harmony`` adds joint SpaSEG on
 Harmony-corrected PCs); ``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint
-settings. Runs are deterministic for a given seed and thread count, so the parts and seeds
+settings, ``--pca k=v,...`` the ``pca`` section for both (e.g. ``exclude_genes='<file>'``). Runs are deterministic for a given seed and thread count, so the parts and seeds
 can be split over several processes (each with its own ``--out``) and their tables printed
 together with ``--report DIR DIR ...``.
 """
@@ -198,6 +198,7 @@ def options(args) -> str:
     extra = [f"{args.n_comps} PCs"] if args.n_comps != 15 else []
     extra += ["scaled PCA"] if args.scale else []
     extra += [args.spaseg] if args.spaseg else []
+    extra += [f"pca {args.pca}"] if args.pca else []
     return f" ({', '.join(extra)})" if extra else ""
 
 
@@ -247,6 +248,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--spaseg", default="", help="extra joint spaseg.tl.spaseg kwargs, k=v,...")
     parser.add_argument(
+        "--pca", default="", help="override config pca keys (joint and single), k=v,..."
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         nargs="+",
@@ -276,6 +280,9 @@ def main(argv=None) -> None:
         k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.spaseg.split(",") if kv)
     }
     extra = {**SHIPPED_SPASEG, **extra}  # config/config.yaml as shipped, then the overrides
+    CONFIG["pca"].update(
+        {k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.pca.split(",") if kv)}
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(" ".join(sys.argv) + "\n")
     load_start = os.getloadavg()
@@ -286,10 +293,9 @@ def main(argv=None) -> None:
     need_harmony = {"leiden", "harmony"} & set(args.parts)
     for harmony in (False, True) if need_harmony else (False,):
         with measure() as m:
-            joint = spaseg.pp.joint_normalize_pca(
+            joint = spaseg.pp.joint_normalize_pca(  # as rule joint_pca: the pca section
                 {k: v.copy() for k, v in sections.items()},
-                n_comps=args.n_comps,
-                scale=args.scale,
+                **{**CONFIG["pca"], "n_comps": args.n_comps, "scale": args.scale},
                 harmony=harmony,
             )
         joints[harmony] = joint

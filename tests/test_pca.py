@@ -94,6 +94,19 @@ def test_excluded_genes_are_left_out_of_the_pcs(tmp_path, caplog):
     assert err.value.field == "pca.exclude_genes" and err.value.sample == "s1"
 
 
+def test_leading_genes_of_each_pc_are_logged(caplog):
+    """The log names each PC's leading genes (by symbol): on simulated layers, PC1's are
+    planted domain markers, which is how a contaminating programme would show up."""
+    adata = section()
+    roles = dict(zip(adata.var["gene_symbols"], adata.var["gene_role"], strict=True))
+    with caplog.at_level(logging.INFO, logger="spaseg"):
+        spaseg.pp.normalize_pca(adata, n_comps=3, sample="s1")
+    lines = [r.getMessage() for r in caplog.records if "leading genes" in r.getMessage()]
+    assert [line.split(" leading")[0] for line in lines] == ["s1: PC1", "s1: PC2", "s1: PC3"]
+    pc1 = [name.rstrip("+-") for name in lines[0].split(": ")[-1].split()]
+    assert len(pc1) == 6 and all(roles[name] == "marker" for name in pc1), lines[0]
+
+
 def test_joint_pca_takes_the_panel_among_shared_genes():
     a, b = section(), section()
     b = b[:, 10:].copy()  # the panel's first genes are not shared

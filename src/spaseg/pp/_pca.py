@@ -119,7 +119,26 @@ def normalize_pca(
         genes="all" if mask is None else int(mask.sum()),
         exclude_genes=n_excluded,
     )
+    _log_leading_genes(adata, sample)
     return adata if copy else None
+
+
+def _log_leading_genes(adata: AnnData, sample: str | None, n: int = 6) -> None:
+    """Log the genes with the largest loadings of each PC: where a PC follows genes of a
+    tissue that is not in the section (contamination), this is where it shows first."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    names = adata.var["gene_symbols"] if "gene_symbols" in adata.var else adata.var_names
+    names = np.asarray(names, dtype=str)
+    loadings = adata.varm["PCs"]
+    for k in range(loadings.shape[1]):
+        top = np.argsort(-np.abs(loadings[:, k]))[:n]
+        log.info(
+            "%sPC%d leading genes: %s",
+            f"{sample}: " if sample else "",
+            k + 1,
+            " ".join(f"{names[g]}{'+' if loadings[g, k] > 0 else '-'}" for g in top),
+        )
 
 
 def _named(adata: AnnData, genes: Sequence[str]) -> np.ndarray:
