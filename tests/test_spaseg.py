@@ -273,6 +273,31 @@ def test_auto_n_domains_finds_clear_layers_and_records_scores():
     assert len(fig.axes) >= 4  # tissue, confidence (+ colour bar), sizes, k scores
 
 
+def test_auto_scores_every_k_by_kmeans_even_at_the_runs_label_count():
+    """A run's argmax labels stand in for KMeans when a fixed n_domains equals their count,
+    but auto-k must score every k the same way: at k = the argmax's label count the score
+    is the runs' KMeans agreement, not their argmax agreement."""
+    from sklearn.cluster import KMeans
+
+    from spaseg.tl._spaseg import _choose_k
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 300)
+    logits = []
+    for _ in range(3):  # the structure: 3 groups in channel 4, which never wins the argmax
+        lg = np.zeros((300, 5))
+        lg[:, 4] = -100 + 10.0 * truth + rng.normal(size=300)
+        lg[np.arange(300), rng.integers(0, 4, 300)] = 1e-3  # argmax: 4 random labels
+        logits.append(lg)
+    seeds = np.array([3, 4, 5])
+    _, scores, _ = _choose_k(logits, (2, 5), seeds)
+    runs = [
+        KMeans(4, n_init=10, random_state=int(s)).fit_predict(lg) for lg, s in zip(logits, seeds)
+    ]
+    pairs = [adjusted_rand_score(runs[i], runs[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert scores[4] == round(float(np.mean(pairs)), 4) > 0.3  # the random argmax: ~0
+
+
 def test_auto_n_domains_errors_name_the_field():
     adata = hex_section(seed=1)
     with pytest.raises(InputError, match="k_range"):

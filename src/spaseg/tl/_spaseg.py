@@ -349,10 +349,13 @@ def _stop_labels(n_domains: int, *, n_out: int, margin: int) -> int:
     return max(n_domains, min(n_domains + margin, n_out - margin))
 
 
-def _run_labels(logits: np.ndarray, n_domains: int, seed: int) -> np.ndarray:
-    """Exactly ``n_domains`` labels from one run's logits."""
+def _run_labels(
+    logits: np.ndarray, n_domains: int, seed: int, *, argmax: bool = True
+) -> np.ndarray:
+    """Exactly ``n_domains`` labels from one run's logits: its argmax when that has as many
+    labels (and ``argmax``), else KMeans of the logits."""
     labels = np.unique(logits.argmax(axis=1), return_inverse=True)[1]
-    if labels.max() + 1 == n_domains:
+    if argmax and labels.max() + 1 == n_domains:
         return labels
     return KMeans(n_domains, n_init=10, random_state=seed).fit_predict(logits)
 
@@ -385,13 +388,16 @@ def _choose_k(
     stability of ``k`` is the mean ARI between the runs' clusterings. Below the tissue's real
     number of domains, runs merge different pairs of domains; above it they split domains
     at different places: either way they disagree, and the curve peaks at the real number
-    (``benchmarks/auto_k.py``). Ties go to the smaller ``k``. Returns the chosen ``k``, the
-    score of every ``k`` and the runs' labels at the chosen ``k`` (runs x items).
+    (``benchmarks/auto_k.py``). Ties go to the smaller ``k``. Every ``k`` is clustered the same
+    way, KMeans: a run's argmax at the ``k`` of its own label count would score higher merely
+    for being another method (the runs stop at about ``k_range[1]`` labels, so that ``k`` won
+    on some sections). Returns the chosen ``k``, the score of every ``k`` and the runs'
+    labels at the chosen ``k`` (runs x items).
     """
     scores, labels = {}, {}
     for k in range(k_range[0], k_range[1] + 1):
         labels[k] = np.stack(
-            [_run_labels(lg, k, int(s)) for lg, s in zip(logits, seeds, strict=True)]
+            [_run_labels(lg, k, int(s), argmax=False) for lg, s in zip(logits, seeds, strict=True)]
         )
         pairs = [
             adjusted_rand_score(labels[k][i], labels[k][j])
