@@ -140,18 +140,23 @@ def test_workflow_reads_the_panel_before_any_job(tmp_path):
 
 
 def test_workflow_pca_uses_the_panel(tmp_path):
-    """The rule reads the panel file (a rule input) and computes the PCs on its genes."""
+    """The rule reads the panel and the exclusion list (rule inputs) and computes the PCs on
+    the panel's genes without the excluded ones."""
     _, _, paths = dry_run(tmp_path, {})
     genes = list(ad.read_h5ad(paths["section"]).var_names[:12])
     panel = tmp_path / "panel.txt"
     panel.write_text("\n".join(genes) + "\n")
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("\n".join(genes[:2]) + "\n")
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    config["pca"] = {"genes": str(panel)}
+    config["pca"] = {"genes": str(panel), "exclude_genes": str(exclude)}
     config["qc"] = {"gates": {"min_spots": None, "min_median_genes": None}}  # a tiny section
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     target = str(tmp_path / "results" / "a" / "pca.h5ad")
     result = snakemake("--cores", "1", target, configfiles=[tmp_path / "config.yaml"])
     assert result.returncode == 0, output(result)
     pca = ad.read_h5ad(target)
-    assert list(pca.var_names[pca.var["pca_panel"]]) == [g for g in pca.var_names if g in genes]
-    assert pca.uns["pca"]["params"]["genes"] == int(pca.var["pca_panel"].sum()) > 2
+    used = [g for g in pca.var_names if g in genes[2:]]
+    assert list(pca.var_names[pca.var["pca_panel"]]) == used and len(used) > 2
+    assert pca.uns["pca"]["params"]["genes"] == len(used)
+    assert pca.uns["pca"]["params"]["exclude_genes"] == sum(g in pca.var_names for g in genes[:2])
