@@ -292,7 +292,8 @@ def test_auto_scores_every_k_by_kmeans_even_at_the_runs_label_count():
     seeds = np.array([3, 4, 5])
     _, scores, _ = _choose_k(logits, (2, 5), seeds)
     runs = [
-        KMeans(4, n_init=10, random_state=int(s)).fit_predict(lg) for lg, s in zip(logits, seeds)
+        KMeans(4, n_init=10, random_state=int(s)).fit_predict(lg)
+        for lg, s in zip(logits, seeds, strict=True)
     ]
     pairs = [adjusted_rand_score(runs[i], runs[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
     assert scores[4] == round(float(np.mean(pairs)), 4) > 0.3  # the random argmax: ~0
