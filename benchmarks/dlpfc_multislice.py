@@ -14,9 +14,10 @@ separation over the four sections.
 
 ``--parts`` picks what runs (default ``leiden joint single``; ``harmony`` adds joint SpaSEG on
 Harmony-corrected PCs); ``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint
-settings, ``--pca k=v,...`` the ``pca`` section for both (e.g. ``exclude_genes='<file>'``). Runs are deterministic for a given seed and thread count, so the parts and seeds
-can be split over several processes (each with its own ``--out``) and their tables printed
-together with ``--report DIR DIR ...``.
+settings, ``--pca k=v,...`` the ``pca`` section of both joint and single runs (e.g.
+``exclude_genes='<file>'``). Runs are deterministic for a given seed and thread count, so the
+parts and seeds can be split over several processes (each with its own ``--out``) and their
+tables printed together with ``--report DIR DIR ...``.
 """
 
 from __future__ import annotations

@@ -123,6 +123,11 @@ def normalize_pca(
     return adata if copy else None
 
 
+def _prefix(sample: str | None) -> str:
+    """``"<sample>: "`` for log messages, or nothing."""
+    return f"{sample}: " if sample else ""
+
+
 def _log_leading_genes(adata: AnnData, sample: str | None, n: int = 6) -> None:
     """Log the genes with the largest loadings of each PC: where a PC follows genes of a
     tissue that is not in the section (contamination), this is where it shows first."""
@@ -135,7 +140,7 @@ def _log_leading_genes(adata: AnnData, sample: str | None, n: int = 6) -> None:
         top = np.argsort(-np.abs(loadings[:, k]))[:n]
         log.info(
             "%sPC%d leading genes: %s",
-            f"{sample}: " if sample else "",
+            _prefix(sample),
             k + 1,
             " ".join(f"{names[g]}{'+' if loadings[g, k] > 0 else '-'}" for g in top),
         )
@@ -164,9 +169,7 @@ def _exclude(
     named = _named(adata, exclude_genes)
     kept = (np.ones(adata.n_vars, dtype=bool) if mask is None else mask) & ~named
     n_excluded = int((named if mask is None else named & mask).sum())
-    log.info(
-        "%sPCA without %d genes of pca.exclude_genes", f"{sample}: " if sample else "", n_excluded
-    )
+    log.info("%sPCA without %d genes of pca.exclude_genes", _prefix(sample), n_excluded)
     if kept.sum() < 2:
         raise InputError(
             f"pca.exclude_genes leaves {int(kept.sum())} genes for the PCA.",
@@ -193,7 +196,7 @@ def panel_mask(adata: AnnData, genes: Sequence[str], *, sample: str | None = Non
     if found < len(wanted):
         log.warning(
             "%sPCA on %d of the %d panel genes (the others are not in the data)",
-            f"{sample}: " if sample else "",
+            _prefix(sample),
             found,
             len(wanted),
         )
