@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -63,9 +63,19 @@ def main(argv=None) -> None:
             pattern = PATTERNS[seed % len(PATTERNS)]
             adata = spaseg.datasets.simulate_tissue(k, pattern=pattern, n_rows=40, seed=seed)
             result = segment(adata, config, seed)
-            ari = adjusted_rand_score(adata.obs["domain_truth"], adata.obs["domain"])
+            truth, found = adata.obs["domain_truth"], adata.obs["domain"]
+            ari = adjusted_rand_score(truth, found)
+            nmi = normalized_mutual_info_score(truth, found)
             rows.append(
-                dict(data="simulated", truth=k, pattern=pattern, seed=seed, ari=ari, **result)
+                dict(
+                    data="simulated",
+                    truth=k,
+                    pattern=pattern,
+                    seed=seed,
+                    ari=ari,
+                    nmi=nmi,
+                    **result,
+                )
             )
             print(rows[-1], flush=True)
     if args.dlpfc and DLPFC.exists():
@@ -74,11 +84,14 @@ def main(argv=None) -> None:
             spaseg.pp.qc(adata, **spaseg.pp.qc_filters(config["qc"]), sample=name)
             result = segment(adata, config, 0)
             truth = adata.obs.get("layer_guess")
-            ari = np.nan
+            ari = nmi = np.nan
             if truth is not None:
                 ok = (truth.astype(str) != "NA").to_numpy()
-                ari = adjusted_rand_score(truth.astype(str)[ok], adata.obs["domain"][ok])
-            rows.append(dict(data=f"DLPFC {name}", truth=7, pattern="", seed=0, ari=ari, **result))
+                labels = (truth.astype(str)[ok], adata.obs["domain"][ok])
+                ari, nmi = adjusted_rand_score(*labels), normalized_mutual_info_score(*labels)
+            rows.append(
+                dict(data=f"DLPFC {name}", truth=7, pattern="", seed=0, ari=ari, nmi=nmi, **result)
+            )
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 250)

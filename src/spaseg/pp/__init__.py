@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "_image": ["SpotImage", "spot_image"],
         "_joint": ["joint_normalize_pca"],
         "_pca": ["normalize_pca", "panel_mask"],
+        "_programs": ["participation_ratio"],
         "_gates": ["check_gates", "qc_filters", "qc_gates"],
         "_qc": ["qc"],
     },

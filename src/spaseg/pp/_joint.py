@@ -51,6 +51,7 @@ def joint_normalize_pca(
     scale: bool = False,
     genes: Sequence[str] | str | PathLike | None = None,
     exclude_genes: Sequence[str] | str | PathLike | None = None,
+    min_program_genes: float | None = 15,
     harmony: bool = False,
     min_shared_genes: int = 50,
     sample_key: str = "sample",
@@ -71,7 +72,7 @@ def joint_normalize_pca(
         Raw counts in ``X`` (after :func:`spaseg.pp.qc`) of each section, as a dict
         name -> AnnData or a list (names from each section's ``obs[sample_key]``, else
         ``section0``, ``section1``, ...). Order is kept: it is the section order.
-    n_comps, target_sum, scale, genes, exclude_genes, seed
+    n_comps, target_sum, scale, genes, exclude_genes, min_program_genes, seed
         As in :func:`spaseg.pp.normalize_pca` (``genes``: a panel, among the shared genes).
     harmony
         Also write Harmony-corrected PCs to ``obsm["X_pca_harmony"]``.
@@ -130,6 +131,7 @@ def joint_normalize_pca(
         scale=scale,
         genes=genes,
         exclude_genes=exclude_genes,
+        min_program_genes=min_program_genes,
         seed=seed,
         sample=group,
     )

@@ -13,6 +13,7 @@ from scipy import sparse
 
 from .._errors import InputError
 from ..io._panel import read_gene_panel
+from ._programs import remove_narrow_programs
 
 log = logging.getLogger("spaseg")
 
@@ -25,6 +26,7 @@ def normalize_pca(
     scale: bool = False,
     genes: Sequence[str] | str | PathLike | None = None,
     exclude_genes: Sequence[str] | str | PathLike | None = None,
+    min_program_genes: float | None = 15,
     seed: int = 0,
     sample: str | None = None,
     copy: bool = False,
@@ -52,8 +54,16 @@ def normalize_pca(
         ignored), e.g. the genes of another tissue that contaminates the sections: on DLPFC
         a breast-epithelium programme takes two of the first three PCs and splits the deep
         layers (``benchmarks/RESULTS.md``).
+    min_program_genes
+        Remove gene programmes carried by fewer genes than this (at most 1 % of the PCA's
+        genes) before the PCs are kept: twice ``n_comps`` PCs are unmixed by independent
+        component analysis and components whose gene loadings have a participation ratio
+        below it (haemoglobin, immunoglobulins, a contaminating tissue) are left out
+        (``benchmarks/RESULTS.md``, "Narrow programmes"; sections of more than 5 000 spots
+        are searched on a random 5 000, whose PCs then serve all spots if a programme was
+        found). ``None`` or 0: the plain PCA.
     seed
-        Random state of the PCA solver.
+        Random state of the PCA solver and of the ICA.
     sample
         Sample id, used in error messages.
     copy
@@ -97,19 +107,31 @@ def normalize_pca(
     sc.pp.normalize_total(adata, target_sum=_target_sum(adata.X, target_sum, sample))
     sc.pp.log1p(adata)
     _check_variation(adata.X, sample)
+    panel = slice(None) if mask is None else mask
     if scale:
         # Scaling densifies: a copy of the panel's genes only, so X stays sparse.
-        panel = slice(None) if mask is None else mask
-        scaled = sc.pp.scale(adata[:, panel], max_value=10, copy=True)
-        sc.pp.pca(scaled, n_comps=n_comps, random_state=seed)
-        adata.obsm["X_pca"] = scaled.obsm["X_pca"]
-        adata.uns["pca"] = scaled.uns["pca"]
-        pcs = np.zeros((adata.n_vars, n_comps), dtype=scaled.varm["PCs"].dtype)
-        pcs[panel] = scaled.varm["PCs"]
+        data = sc.pp.scale(adata[:, panel], max_value=10, copy=True)
+        sc.pp.pca(data, n_comps=n_comps, random_state=seed)
+        adata.obsm["X_pca"] = data.obsm["X_pca"]
+        adata.uns["pca"] = data.uns["pca"]
+        pcs = np.zeros((adata.n_vars, n_comps), dtype=data.varm["PCs"].dtype)
+        pcs[panel] = data.varm["PCs"]
         adata.varm["PCs"] = pcs
     else:  # the panel by name: scanpy records it in uns
+        data = adata if mask is None else adata[:, panel]
         mask_var = None if mask is None else "pca_panel"
         sc.pp.pca(adata, n_comps=n_comps, random_state=seed, mask_var=mask_var)
+    # Narrow programmes are sought among twice the PCs kept: room to unmix them.
+    if min_program_genes and 2 * n_comps <= limit:
+        remove_narrow_programs(
+            adata,
+            data,
+            panel,
+            n_comps,
+            min_genes=min_program_genes,
+            seed=seed,
+            prefix=_prefix(sample),
+        )
     adata.obsm["X_pca"] = np.asarray(adata.obsm["X_pca"], dtype=np.float32)
     adata.uns["pca"]["params"] = dict(
         adata.uns["pca"].get("params", {}),
@@ -118,6 +140,7 @@ def normalize_pca(
         scale=scale,
         genes="all" if mask is None else int(mask.sum()),
         exclude_genes=n_excluded,
+        min_program_genes=min_program_genes or 0,
     )
     _log_leading_genes(adata, sample)
     return adata if copy else None
