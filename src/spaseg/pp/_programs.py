@@ -137,7 +137,7 @@ def _unmix(pcs: np.ndarray, seed: int, n_components: int) -> tuple[np.ndarray, n
     if len(pcs) > FIT_SPOTS:
         rng = np.random.default_rng(seed)
         fit = pcs[np.sort(rng.choice(len(pcs), FIT_SPOTS, replace=False))]
-    best, best_contrast, converged = None, -np.inf, True
+    best, best_contrast, unconverged = None, -np.inf, 0
     for start in range(RESTARTS):
         ica = FastICA(
             n_components,
@@ -148,12 +148,17 @@ def _unmix(pcs: np.ndarray, seed: int, n_components: int) -> tuple[np.ndarray, n
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             sources = ica.fit_transform(fit)
-        converged &= not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
         contrast = _contrast(sources)
         if contrast > best_contrast:
             best, best_contrast = ica, contrast
-    if not converged:
-        log.warning("FastICA did not converge in 1000 iterations in some starts")
+    if unconverged:  # common with near-Gaussian components; the contrast still ranks starts
+        log.info(
+            "FastICA: %d of %d starts stopped at 1000 iterations; the most non-Gaussian "
+            "start is kept",
+            unconverged,
+            RESTARTS,
+        )
     return best.mixing_, best.transform(pcs)
 
 
