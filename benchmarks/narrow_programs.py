@@ -101,13 +101,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     config = shipped()
-    if not args.seeds:
-        pass
-    elif DLPFC.exists():
+    if args.seeds and DLPFC.exists():
         table = dlpfc_programmes(config, args.seeds)
         print("\n## Programmes removed on DLPFC (shipped QC and PCA)\n")
         print(table.to_markdown(index=False))
-    else:
+    elif args.seeds:
         print(f"{DLPFC} not found: DLPFC part skipped")
     if args.spots:
         print("\n## Cost of normalize_pca, simulated sections, 2 000 genes\n")

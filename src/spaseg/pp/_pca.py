@@ -13,7 +13,7 @@ from scipy import sparse
 
 from .._errors import InputError
 from ..io._panel import read_gene_panel
-from ._programs import remove_narrow_programs
+from ._programs import gene_names, leading_genes, remove_narrow_programs
 
 log = logging.getLogger("spaseg")
 
@@ -151,22 +151,14 @@ def _prefix(sample: str | None) -> str:
     return f"{sample}: " if sample else ""
 
 
-def _log_leading_genes(adata: AnnData, sample: str | None, n: int = 6) -> None:
+def _log_leading_genes(adata: AnnData, sample: str | None) -> None:
     """Log the genes with the largest loadings of each PC: where a PC follows genes of a
     tissue that is not in the section (contamination), this is where it shows first."""
     if not log.isEnabledFor(logging.INFO):
         return
-    names = adata.var["gene_symbols"] if "gene_symbols" in adata.var else adata.var_names
-    names = np.asarray(names, dtype=str)
-    loadings = adata.varm["PCs"]
-    for k in range(loadings.shape[1]):
-        top = np.argsort(-np.abs(loadings[:, k]))[:n]
-        log.info(
-            "%sPC%d leading genes: %s",
-            _prefix(sample),
-            k + 1,
-            " ".join(f"{names[g]}{'+' if loadings[g, k] > 0 else '-'}" for g in top),
-        )
+    names = gene_names(adata)
+    for k, loading in enumerate(adata.varm["PCs"].T):
+        log.info("%sPC%d leading genes: %s", _prefix(sample), k + 1, leading_genes(loading, names))
 
 
 def _named(adata: AnnData, genes: Sequence[str]) -> np.ndarray:

@@ -39,6 +39,18 @@ def participation_ratio(loadings: np.ndarray) -> np.ndarray:
     return 1.0 / (unit**4).sum(axis=0)
 
 
+def gene_names(adata: AnnData) -> np.ndarray:
+    """Gene symbols where ``var`` has them, else ``var_names``: what log lines name genes by."""
+    names = adata.var["gene_symbols"] if "gene_symbols" in adata.var else adata.var_names
+    return np.asarray(names, dtype=str)
+
+
+def leading_genes(loading: np.ndarray, names: np.ndarray, n: int = 6) -> str:
+    """The ``n`` genes with the largest absolute ``loading``, each with its sign."""
+    top = np.argsort(-np.abs(loading))[:n]
+    return " ".join(f"{names[g]}{'+' if loading[g] > 0 else '-'}" for g in top)
+
+
 def remove_narrow_programs(
     adata: AnnData,
     data: AnnData,
@@ -63,9 +75,7 @@ def remove_narrow_programs(
     genes) and to the log.
     """
     scores, loadings, total = _wide_pca(data, 2 * n_comps, seed)
-    names = np.asarray(
-        adata.var["gene_symbols"] if "gene_symbols" in adata.var else adata.var_names, dtype=str
-    )[panel]
+    names = gene_names(adata)[panel]
     n_genes = int((np.abs(loadings).sum(axis=1) > 0).sum())
     threshold = min(float(min_genes), n_genes / 100)
     rest, found = scores - scores.mean(axis=0), []
@@ -74,11 +84,12 @@ def remove_narrow_programs(
     # shared a component with them: repeat until none is left.
     for attempt in range(MAX_ROUNDS):
         mixing, sources = _unmix(rest, seed + attempt, n_components=scores.shape[1] - len(found))
-        ratio = participation_ratio(loadings @ mixing)
+        components = loadings @ mixing  # genes x independent components
+        ratio = participation_ratio(components)
         narrow = ratio < threshold
         for i in np.flatnonzero(narrow):
             share = (mixing[:, i] ** 2).sum() / wide_total
-            genes = _leading(loadings @ mixing[:, i], names)
+            genes = leading_genes(components[:, i], names)
             found.append((ratio[i], share, genes))
             log.info(
                 "%sremoved a programme carried by ~%.0f genes (%.1f %% of the PCs' variance): %s",
@@ -111,18 +122,22 @@ def remove_narrow_programs(
 def _wide_pca(data: AnnData, n_comps: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     """``n_comps`` PCs of ``data``: every spot's scores, the genes' loadings and the total
     variance. Fitted on a random ``FIT_SPOTS`` of larger sections and projected from there."""
-    fit = data
-    if data.n_obs > FIT_SPOTS:
-        rows = np.sort(np.random.default_rng(seed).choice(data.n_obs, FIT_SPOTS, replace=False))
-        fit = data[rows]
-    fit = sc.pp.pca(fit, n_comps=n_comps, random_state=seed, mask_var=None, copy=True)
+    rows = _fit_rows(data.n_obs, seed)
+    fit = sc.pp.pca(data[rows], n_comps=n_comps, random_state=seed, mask_var=None, copy=True)
     loadings = np.asarray(fit.varm["PCs"], dtype=np.float64)
     total = float(fit.uns["pca"]["variance"][0] / fit.uns["pca"]["variance_ratio"][0])
     if fit.n_obs == data.n_obs:
         return np.asarray(fit.obsm["X_pca"], dtype=np.float64), loadings, total
-    centre = np.asarray(data[rows].X.mean(axis=0), dtype=np.float64).ravel()
+    centre = np.asarray(fit.X.mean(axis=0), dtype=np.float64).ravel()
     scores = np.asarray(data.X @ loadings, dtype=np.float64) - centre @ loadings
     return scores, loadings, total
+
+
+def _fit_rows(n: int, seed: int) -> slice | np.ndarray:
+    """The spots a fit uses: all, or a random ``FIT_SPOTS`` of them in their order."""
+    if n <= FIT_SPOTS:
+        return slice(None)
+    return np.sort(np.random.default_rng(seed).choice(n, FIT_SPOTS, replace=False))
 
 
 def _unmix(pcs: np.ndarray, seed: int, n_components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,10 +148,7 @@ def _unmix(pcs: np.ndarray, seed: int, n_components: int) -> tuple[np.ndarray, n
     largest sum over components of FastICA's own contrast, ``(E log cosh s - E log cosh
     nu)**2`` with ``nu`` standard normal.
     """
-    fit = pcs
-    if len(pcs) > FIT_SPOTS:
-        rng = np.random.default_rng(seed)
-        fit = pcs[np.sort(rng.choice(len(pcs), FIT_SPOTS, replace=False))]
+    fit = pcs[_fit_rows(len(pcs), seed)]
     best, best_contrast, unconverged = None, -np.inf, 0
     for start in range(RESTARTS):
         ica = FastICA(
@@ -166,12 +178,6 @@ def _contrast(sources: np.ndarray) -> float:
     """FastICA's negentropy approximation, summed over the components."""
     unit = sources / sources.std(axis=0)
     return float(((np.log(np.cosh(unit)).mean(axis=0) - _GAUSS_LOGCOSH) ** 2).sum())
-
-
-def _leading(loading: np.ndarray, names: np.ndarray, n: int = 6) -> str:
-    top = np.argsort(-np.abs(loading))[:n]
-    sign = 1 if loading[top[0]] > 0 else -1
-    return " ".join(f"{names[g]}{'+' if sign * loading[g] > 0 else '-'}" for g in top)
 
 
 def _repca(
