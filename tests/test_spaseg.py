@@ -266,7 +266,8 @@ def test_auto_n_domains_finds_clear_layers_and_records_scores():
     assert scores["n_domains"].tolist() == list(range(2, 9))
     chosen = adata.obs["domain"].nunique()
     assert abs(chosen - 4) <= 1
-    assert scores.set_index("n_domains")["stability"].idxmax() == chosen
+    assert scores.set_index("n_domains")["rank_sum"].idxmax() == chosen
+    assert scores.set_index("n_domains").loc[chosen, "stability"] > 0.5
     assert adata.uns["spaseg"]["params"]["n_domains"] == chosen
     assert adjusted_rand_score(adata.obs["domain_truth"], adata.obs["domain"]) > 0.6
     fig = spaseg.pl.domains(adata)
@@ -296,7 +297,26 @@ def test_auto_scores_every_k_by_kmeans_even_at_the_runs_label_count():
         for lg, s in zip(logits, seeds, strict=True)
     ]
     pairs = [adjusted_rand_score(runs[i], runs[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
-    assert scores[4] == round(float(np.mean(pairs)), 4) > 0.3  # the random argmax: ~0
+    stability = scores.set_index("n_domains")["stability"]
+    assert stability[4] == round(float(np.mean(pairs)), 4) > 0.3  # the random argmax: ~0
+
+
+def test_auto_keeps_the_split_that_separates_where_a_merge_is_as_stable():
+    """Five groups in the runs' logits, two of them close (a thin layer beside its
+    neighbour): every run merges the same pairs at 2 and 4, so 2, 4 and 5 are all perfectly
+    stable and stability alone would take 2; the separation score keeps the five groups."""
+    from spaseg.tl._spaseg import _choose_k
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [13.0, 10.0]])
+    truth = np.repeat(np.arange(5), 60)
+    logits = [centres[truth] + rng.normal(scale=0.3, size=(300, 2)) for _ in range(3)]
+    chosen, scores, labels = _choose_k(logits, (2, 7), np.array([1, 2, 3]))
+    stability = scores.set_index("n_domains")["stability"]
+    assert stability[5] == 1.0 and stability.max() == 1.0
+    assert stability.idxmax() < 5  # the old rule (stability, ties to the smaller k)
+    assert chosen == 5
+    assert all(adjusted_rand_score(truth, run) == 1.0 for run in labels)
 
 
 def test_auto_n_domains_errors_name_the_field():

@@ -115,6 +115,10 @@ def domains(adata: AnnData, *, key: str = "domain", title: str | None = None) ->
         ax.set_ylabel("agreement between runs (mean ARI)")
         ax.set_title("n_domains: auto")
         ax.legend(frameon=False)
+        if "calinski_harabasz" in k_scores:  # the second score of the choice
+            twin = ax.twinx()
+            twin.plot(k_scores["n_domains"], k_scores["calinski_harabasz"], "s:", color="C0")
+            twin.set_ylabel("separation (Calinski-Harabasz)", color="C0")
     bar = panel["sizes"]
     sizes = adata.obs[key].value_counts().reindex(adata.obs[key].cat.categories)
     palette = plt.get_cmap("tab20" if len(sizes) > 10 else "tab10")

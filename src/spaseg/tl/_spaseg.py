@@ -29,8 +29,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from anndata import AnnData
+from scipy.stats import rankdata
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score
 
 from .._errors import InputError
 from .._sections import sections
@@ -381,21 +382,26 @@ def _check_k_range(
 
 def _choose_k(
     logits: list[np.ndarray], k_range: tuple[int, int], seeds: np.ndarray
-) -> tuple[int, dict[int, float], np.ndarray]:
-    """The number of domains whose clustering the independent runs agree on best.
+) -> tuple[int, pd.DataFrame, np.ndarray]:
+    """The number of domains that the independent runs agree on and that separates best.
 
-    Each run's logits are clustered into ``k`` groups (KMeans) for every ``k`` in the range; the
-    stability of ``k`` is the mean ARI between the runs' clusterings. Below the tissue's real
-    number of domains, runs merge different pairs of domains; above it they split domains
-    at different places: either way they disagree, and the curve peaks at the real number
-    (``benchmarks/auto_k.py``). Ties go to the smaller ``k``. Every ``k`` is clustered the same
-    way, KMeans: a run's argmax at the ``k`` of its own label count would score higher merely
-    for being another method (the runs stop at about ``k_range[1]`` labels, so that ``k`` won
-    on some sections). Returns the chosen ``k``, the score of every ``k`` and the runs'
-    labels at the chosen ``k`` (runs x items).
+    Each run's logits are clustered into ``k`` groups (KMeans) for every ``k`` in the range,
+    and each ``k`` gets two scores. Its stability, the mean ARI between the runs' clusterings:
+    below the tissue's real number of domains runs merge different pairs of domains, above it
+    they split domains at different places, so they disagree. Its separation, the runs' mean
+    Calinski-Harabasz index (between- over within-cluster variance of the logits): a merge of
+    two thin layers can be as stable as the real split, because every run makes the same
+    merge, but its clusters are looser. The chosen ``k`` has the best sum of the two ranks
+    among the ``k`` in the range (ties: the more stable, then the smaller);
+    ``benchmarks/auto_k.py`` measures both alone and together. Every ``k`` is clustered the
+    same way, KMeans: a run's argmax at the ``k`` of its own label count would score higher
+    merely for being another method. Returns the chosen ``k``, the scores per ``k``
+    (``n_domains``, ``stability``, ``calinski_harabasz``, ``rank_sum``) and the runs' labels
+    at the chosen ``k`` (runs x items).
     """
-    scores, labels = {}, {}
-    for k in range(k_range[0], k_range[1] + 1):
+    ks = list(range(k_range[0], k_range[1] + 1))
+    stability, separation, labels = [], [], {}
+    for k in ks:
         labels[k] = np.stack(
             [_run_labels(lg, k, int(s), argmax=False) for lg, s in zip(logits, seeds, strict=True)]
         )
@@ -404,9 +410,32 @@ def _choose_k(
             for i in range(len(logits))
             for j in range(i + 1, len(logits))
         ]
-        scores[k] = round(float(np.mean(pairs)), 4)
-    best = max(scores, key=lambda k: (scores[k], -k))
-    return best, scores, labels[best]
+        stability.append(round(float(np.mean(pairs)), 4))
+        per_run = [_calinski_harabasz(lg, lab) for lg, lab in zip(logits, labels[k], strict=True)]
+        separation.append(float(np.mean(per_run)))
+    scores = pd.DataFrame(
+        {"n_domains": ks, "stability": stability, "calinski_harabasz": np.round(separation, 2)}
+    )
+    scores["rank_sum"] = rankdata(stability) + rankdata(separation)
+    best = scores.sort_values(
+        ["rank_sum", "stability", "n_domains"], ascending=[False, False, True], kind="stable"
+    )
+    chosen = int(best["n_domains"].iloc[0])
+    return chosen, scores, labels[chosen]
+
+
+def _curve(scores: pd.DataFrame, column: str, digits: int) -> str:
+    """``"3:0.41 4:0.62 ..."``: one score per number of domains, for the log."""
+    return " ".join(
+        f"{k}:{v:.{digits}f}" for k, v in zip(scores["n_domains"], scores[column], strict=True)
+    )
+
+
+def _calinski_harabasz(points: np.ndarray, labels: np.ndarray) -> float:
+    """Calinski-Harabasz index; 0 where the clustering has a single label (no separation)."""
+    if np.unique(labels).size < 2:
+        return 0.0
+    return float(calinski_harabasz_score(points, labels))
 
 
 def _check_inputs(adata: AnnData, use_rep: str, n_domains: int, sample: str | None) -> None:
@@ -509,7 +538,7 @@ class _Consensus:
     n_domains: int  # asked for, or chosen by "auto"
     n_found: int  # distinct labels of the consensus (fewer only for too alike spots)
     best: int  # the run closest to the consensus
-    k_scores: dict[int, float] | None  # stability of each k ("auto" only)
+    k_scores: pd.DataFrame | None  # scores of each k ("auto" only)
 
 
 def _consensus(
@@ -519,12 +548,18 @@ def _consensus(
     run_seeds: np.ndarray,
     seed: int,
 ) -> _Consensus:
-    """Step 3 of :func:`spaseg`: each run's labels at ``n_domains`` (``None``: the number the
-    runs agree on best within ``k_range``), then their co-association consensus."""
+    """Step 3 of :func:`spaseg`: each run's labels at ``n_domains`` (``None``: the number in
+    ``k_range`` the runs agree on and that separates best), then their co-association
+    consensus."""
     k_scores = None
     if n_domains is None:
         n_domains, k_scores, runs = _choose_k(logits, k_range, run_seeds)
-        log.info("n_domains auto: %d (stability per k: %s)", n_domains, k_scores)
+        log.info(
+            "n_domains auto: %d (per k: stability %s; Calinski-Harabasz %s)",
+            n_domains,
+            _curve(k_scores, "stability", 2),
+            _curve(k_scores, "calinski_harabasz", 0),
+        )
     else:
         runs = np.stack(
             [_run_labels(lg, n_domains, int(rs)) for lg, rs in zip(logits, run_seeds, strict=True)]
@@ -610,9 +645,10 @@ def spaseg(
         ``sample_key``, several sections (e.g. from :func:`spaseg.pp.joint_normalize_pca`).
     n_domains
         Number of domains in the result, or ``"auto"``: the number in ``k_range`` on which the
-        runs agree best (the runs train for ``k_range[1]`` domains; each run's logits are then
-        clustered for every ``k``, and the mean pairwise ARI between runs scores each ``k``;
-        at least two runs). Scores per ``k`` go to ``uns["spaseg"]["k_scores"]``.
+        runs agree and whose domains separate best (the runs train for ``k_range[1]`` domains;
+        each run's logits are then clustered for every ``k``; each ``k`` is ranked by the mean
+        pairwise ARI between runs and by the mean Calinski-Harabasz index, and the best sum of
+        ranks wins; at least two runs). Scores per ``k`` go to ``uns["spaseg"]["k_scores"]``.
     k_range
         Smallest and largest number of domains ``"auto"`` considers.
     seed
@@ -748,7 +784,7 @@ def spaseg(
     with _deterministic(deterministic):
         results = _training_runs(batch, training, run_seeds, dev)
     logits = [r.logits for r in results]
-    # 3. Their consensus: n_domains labels (or the number the runs agree on best).
+    # 3. Their consensus: n_domains labels (or the number chosen from k_range).
     found = _consensus(logits, n_domains if not auto else None, k_range, run_seeds, seed)
     # 4. Back to the spots: neighbour-majority refinement, and each spot's confidence.
     spot_labels, confidence = _spot_domains(
@@ -789,9 +825,7 @@ def spaseg(
         "time_s": time.perf_counter() - start,
     }
     if found.k_scores is not None:
-        info["k_scores"] = pd.DataFrame(
-            {"n_domains": list(found.k_scores), "stability": list(found.k_scores.values())}
-        )
+        info["k_scores"] = found.k_scores
         info["params"]["k_range"] = np.asarray(k_range)
         info["params"]["n_domains_auto"] = True
     if sample_key is not None:
