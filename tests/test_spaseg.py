@@ -266,7 +266,7 @@ def test_auto_n_domains_finds_clear_layers_and_records_scores():
     assert scores["n_domains"].tolist() == list(range(2, 9))
     chosen = adata.obs["domain"].nunique()
     assert abs(chosen - 4) <= 1
-    assert scores.set_index("n_domains")["rank_sum"].idxmax() == chosen
+    assert scores.set_index("n_domains")["calinski_harabasz"].idxmax() == chosen
     assert scores.set_index("n_domains").loc[chosen, "stability"] > 0.5
     assert adata.uns["spaseg"]["params"]["n_domains"] == chosen
     assert adjusted_rand_score(adata.obs["domain_truth"], adata.obs["domain"]) > 0.6

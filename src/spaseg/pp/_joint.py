@@ -51,7 +51,7 @@ def joint_normalize_pca(
     scale: bool = False,
     genes: Sequence[str] | str | PathLike | None = None,
     exclude_genes: Sequence[str] | str | PathLike | None = None,
-    min_program_genes: float | None = 15,
+    min_program_genes: float | None = None,
     harmony: bool = False,
     min_shared_genes: int = 50,
     sample_key: str = "sample",

@@ -28,6 +28,8 @@ FIT_SPOTS = 5_000
 RESTARTS = 5
 #: ICA rounds at most (each on what the narrow programmes found before leave).
 MAX_ROUNDS = 3
+#: Variance (relative to the first PC's) below which a PC of the rest is rounding noise.
+NULL_VARIANCE = 1e-9
 #: E log cosh(nu) for a standard normal nu.
 _GAUSS_LOGCOSH = 0.3745672
 
@@ -116,7 +118,7 @@ def remove_narrow_programs(
             threshold,
             scores.shape[1],
         )
-        _repca(adata, rest, loadings, panel, total, n_comps)
+        _repca(adata, rest, loadings, panel, total, n_comps, prefix)
 
 
 def _wide_pca(data: AnnData, n_comps: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -187,14 +189,29 @@ def _repca(
     panel: slice | np.ndarray,
     total: float,
     n_comps: int,
+    prefix: str = "",
 ) -> None:
     """The ``n_comps`` PCs of ``centred`` (spots x wide PCs), as the panel genes' loadings too;
-    signs as scanpy's (the largest loading of each PC positive)."""
+    signs as scanpy's (the largest loading of each PC positive).
+
+    Where the programmes took so many components that fewer than ``n_comps`` are left (a
+    simulated chip's independent noise genes are single-gene components), the PCs beyond the
+    rest's rank are set to exact zeros rather than left as rounding noise.
+    """
     values, vectors = np.linalg.eigh(centred.T @ centred / (len(centred) - 1))
     order = np.argsort(values)[::-1][:n_comps]
     values, vectors = values[order], vectors[:, order]
+    null = values <= NULL_VARIANCE * values[0]
+    values[null], vectors[:, null] = 0.0, 0.0
+    if null.any():
+        log.info(
+            "%d of %d PCs are left after the programmes; the others are zero",
+            (~null).sum(),
+            n_comps,
+        )
     genes = loadings @ vectors
     flip = np.sign(genes[np.argmax(np.abs(genes), axis=0), np.arange(n_comps)])
+    flip[null] = 1.0
     vectors, genes = vectors * flip, genes * flip
     adata.obsm["X_pca"] = (centred @ vectors).astype(np.float32)
     full = np.zeros((adata.n_vars, n_comps), dtype=adata.varm["PCs"].dtype)
