@@ -2,10 +2,11 @@
 
 Haemoglobin, immunoglobulins or the genes of another tissue that leaked into a library (the
 DLPFC files carry a breast-epithelium programme, ``benchmarks/RESULTS.md``) vary a lot between
-spots but are carried by a few genes each; a tissue domain differs from its neighbours in
-many. Independent component analysis of the leading PCs separates such programmes into
-components of their own, whose gene loadings are concentrated: their participation ratio
-(the effective number of genes, ``1 / sum(loading**4)`` of the unit loading vector) is small.
+spots but are carried by a few genes each. Independent component analysis of the leading
+PCs separates such programmes into components of their own, whose gene loadings are
+concentrated: their participation ratio (the effective number of genes, ``1 / sum(loading**4)``
+of the unit loading vector) is small. So is a real domain's where a few strong genes mark it
+(a simulated chip's domains had ~10): the step is an option, off by default.
 """
 
 from __future__ import annotations
