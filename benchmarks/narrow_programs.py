@@ -7,8 +7,9 @@
 The option is off in the shipped config; ``--min-genes`` (15) is the setting measured, with
 the shipped QC and PCA settings otherwise.
 
-1. The four DLPFC sections of ``../shared/data`` (skipped without it), one PCA seed per row: the programmes removed (participation ratio, share of the
-   PCs' variance, leading genes), so one sees how stable the ICA's answer is over seeds.
+1. The four DLPFC sections of ``../shared/data`` (skipped without it), one PCA seed per row:
+   the programmes removed (participation ratio, share of the PCs' variance, leading genes),
+   so one sees how stable the ICA's answer is over seeds.
 2. Cost: ``spaseg.pp.normalize_pca`` on simulated square-grid sections of the given sizes
    (2 000 genes), ``--min-genes`` against ``min_program_genes: 0`` (the plain PCA): wall
    seconds and peak RSS, one fresh copy each.

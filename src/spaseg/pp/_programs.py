@@ -212,7 +212,6 @@ def _repca(
         )
     genes = loadings @ vectors
     flip = np.sign(genes[np.argmax(np.abs(genes), axis=0), np.arange(n_comps)])
-    flip[null] = 1.0
     vectors, genes = vectors * flip, genes * flip
     adata.obsm["X_pca"] = (centred @ vectors).astype(np.float32)
     full = np.zeros((adata.n_vars, n_comps), dtype=adata.varm["PCs"].dtype)
