@@ -1,5 +1,5 @@
-"""A gene panel for the PCA (pca.genes): the library, the file format, and the workflow's
-check before any job runs."""
+"""The PCA step's options: a gene panel (pca.genes: the library, the file format, and the
+workflow's check before any job runs), genes left out, and scaled genes kept sparse."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import yaml
+from scipy import sparse
 from test_workflow import output, snakemake
 from test_workflow_cci import dry_run
 
@@ -21,6 +22,33 @@ def section():
     adata = spaseg.datasets.simulate_tissue(3, pattern="layers", n_rows=14, n_genes=120, seed=1)
     adata.var["gene_symbols"] = [f"Sym{k}" for k in range(adata.n_vars)]
     return adata
+
+
+def test_scaled_pcs_are_those_of_scanpy_scale_without_densifying():
+    """scale=True gives the PCs of sc.pp.scale(max_value=10) (both clips included), from a
+    matrix that stays sparse."""
+    adata = spaseg.datasets.simulate_tissue(3, pattern="layers", n_rows=24, n_genes=120, seed=1)
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    x = adata.X.toarray()
+    x[:, 0] = 0.0
+    x[0, 0] = 6.0  # a rare gene (one spot of ~250): clipped at +10 SD
+    x[:, 1] = 3.0
+    x[0, 1] = 0.0  # present everywhere else: its zero clipped at -10 SD
+    adata.X = sparse.csr_matrix(x)
+    dense = sc.pp.scale(adata, max_value=10, copy=True)
+    assert dense.X[0, 0] == 10 and dense.X[0, 1] == -10  # the clips do act
+
+    scaled = spaseg.pp.scaled_genes(adata)
+    assert sparse.issparse(scaled.X) and scaled.X.nnz <= adata.X.nnz
+    centred = scaled.X.toarray() - scaled.X.toarray().mean(axis=0)
+    np.testing.assert_allclose(centred, dense.X - dense.X.mean(axis=0), atol=1e-5)
+
+    sc.pp.pca(dense, n_comps=5, random_state=0)
+    sc.pp.pca(scaled, n_comps=5, random_state=0)
+    np.testing.assert_allclose(
+        np.abs(scaled.obsm["X_pca"]), np.abs(dense.obsm["X_pca"]), rtol=1e-3, atol=1e-3
+    )
 
 
 def test_panel_pcs_are_the_pcs_of_the_panel_genes():

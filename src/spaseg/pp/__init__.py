@@ -7,7 +7,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         "_image": ["SpotImage", "spot_image"],
         "_joint": ["joint_normalize_pca"],
-        "_pca": ["normalize_pca", "panel_mask"],
+        "_pca": ["normalize_pca", "panel_mask", "scaled_genes"],
         "_programs": ["participation_ratio"],
         "_gates": ["check_gates", "qc_filters", "qc_gates"],
         "_qc": ["qc"],

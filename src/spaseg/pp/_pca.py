@@ -113,8 +113,7 @@ def normalize_pca(
     _check_variation(adata.X, sample)
     panel = slice(None) if mask is None else mask
     if scale:
-        # Scaling densifies: a copy of the panel's genes only, so X stays sparse.
-        data = sc.pp.scale(adata[:, panel], max_value=10, copy=True)
+        data = scaled_genes(adata[:, panel])
         sc.pp.pca(data, n_comps=n_comps, random_state=seed)
         adata.obsm["X_pca"] = data.obsm["X_pca"]
         adata.uns["pca"] = data.uns["pca"]
@@ -148,6 +147,35 @@ def normalize_pca(
     )
     _log_leading_genes(adata, sample)
     return adata if copy else None
+
+
+def scaled_genes(adata: AnnData, max_value: float = 10.0) -> AnnData:
+    """A copy of ``adata`` whose PCs are those of ``sc.pp.scale(adata, max_value=max_value)``
+    (each gene centred, scaled to unit variance, clipped at ``max_value``), kept sparse.
+
+    Centring a sparse matrix makes it dense: a whole chip's bins x genes in float64, several
+    times over in the PCA. The centring is left to the PCA instead (scikit-learn centres
+    sparse input implicitly): each gene is clipped to ``mean +- max_value * SD``, shifted by
+    a constant so that a zero stays zero, and divided by its SD. A constant shift of a gene
+    does not change its centred values, so the PCA sees the same matrix as after
+    ``sc.pp.scale``.
+    """
+    is_sparse = sparse.issparse(adata.X)
+    x = sparse.csr_matrix(adata.X, dtype=np.float64) if is_sparse else np.array(adata.X, float)
+    n = x.shape[0]
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    mean_sq = np.asarray((x.multiply(x) if is_sparse else x * x).mean(axis=0)).ravel()
+    sd = np.sqrt(np.clip(mean_sq - mean**2, 0.0, None) * n / max(n - 1, 1))  # scanpy's ddof 1
+    sd[sd == 0] = 1.0
+    low, high = mean - max_value * sd, mean + max_value * sd
+    zero = np.maximum(low, 0.0)  # what a zero becomes when clipped (log counts are >= 0)
+    if is_sparse:
+        genes = x.indices
+        x.data = (np.clip(x.data, low[genes], high[genes]) - zero[genes]) / sd[genes]
+        x.eliminate_zeros()
+    else:
+        x = (np.clip(x, low, high) - zero) / sd
+    return AnnData(x.astype(np.float32), obs=adata.obs[[]], var=adata.var[[]])
 
 
 def _prefix(sample: str | None) -> str:
