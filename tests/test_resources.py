@@ -14,6 +14,7 @@ import pytest
 from scipy import sparse
 
 from spaseg._resources import (
+    JOINT_MEMORY,
     MEMORY,
     SECONDS,
     h5ad_size,
@@ -34,7 +35,7 @@ def test_h5ad_size_reads_sparse_and_dense_headers(tmp_path):
     assert h5ad_size(tmp_path / "dense.h5ad") == (30, 8, 240)
 
 
-@pytest.mark.parametrize("rule", sorted(MEMORY))
+@pytest.mark.parametrize("rule", sorted({*MEMORY, *JOINT_MEMORY}))
 def test_predictions_grow_with_the_section(rule):
     small = predict_mem_mb(rule, 1_000, 10**6, 500)
     large = predict_mem_mb(rule, 100_000, 10**8, 5_000)
@@ -46,6 +47,13 @@ def test_predictions_grow_with_the_section(rule):
         small_min = predict_runtime_min(rule, 1_000, 10**6)
         assert 10 <= small_min <= predict_runtime_min(rule, 10**5, 10**8)
     assert set(MEMORY) == set(SECONDS) | {"c2l_map"}
+
+
+def test_joint_pca_memory_does_not_grow_with_genes_not_stored():
+    """Scaled genes stay sparse: memory follows the stored values, not spots x genes."""
+    assert predict_mem_mb("joint_pca", 50_000, 25 * 10**6, 2_000) == predict_mem_mb(
+        "joint_pca", 50_000, 25 * 10**6, 30_000
+    )
 
 
 def test_dry_run_asks_for_memory_from_the_input(tmp_path):

@@ -90,11 +90,14 @@ JOINT = {
     # 576 MB for 2 x 10 k spots: the normalize_pca model asks 800, the svg one 1 200).
     "align": "normalize_pca",
 }
-#: Rules that also hold dense spots x genes float64 copies (joint_pca scales the genes of all
-#: sections together), and how many: measured 1.14 GB for 3 sections of 6 k spots x 1.5 k genes
-#: where the sparse model alone says 0.59 GB (``benchmarks/resources.py --group``); c2l_map's
-#: tensors and their gradients, 0.91 GB at 1 k x 1 k and 1.35 GB at 4 k x 1 k (``--c2l``).
-DENSE_COPIES = {"joint_pca": 3, "c2l_map": 19}
+#: Joint rules whose memory is not their per-section step's: joint_pca holds every section, their
+#: concatenation and its scaled copy (sparse, ``spaseg.pp.scaled_genes``), a line through three
+#: groups of 18 k-50 k spots, 8-26 M values (``benchmarks/resources.py --group``, 2026-12-05).
+JOINT_MEMORY = {"joint_pca": Model(base=430, per_kspot=0.0, per_mvalue=68.0)}
+#: Rules that also hold dense spots x genes float64 copies, and how many: c2l_map's tensors and
+#: their gradients, 0.91 GB at 1 k x 1 k and 1.35 GB at 4 k x 1 k (``benchmarks/resources.py
+#: --c2l``).
+DENSE_COPIES = {"c2l_map": 19}
 
 
 def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -110,9 +113,8 @@ def h5ad_size(path: str | os.PathLike) -> tuple[int, int, int]:
 def predict_mem_mb(rule: str, n_obs: int, n_values: int, n_vars: int = 0) -> int:
     """MB to ask for a job of ``rule`` on ``n_obs`` spots with ``n_values`` stored count values
     (and ``n_vars`` genes, for the rules that densify), rounded up to 100 MB. The joint rules
-    use the model of the same per-section step (``joint_pca``: ``normalize_pca`` plus its dense
-    copies)."""
-    model = MEMORY[JOINT.get(rule, rule)]
+    use the model of the same per-section step, unless ``JOINT_MEMORY`` has their own."""
+    model = JOINT_MEMORY.get(rule) or MEMORY[JOINT.get(rule, rule)]
     dense = DENSE_COPIES.get(rule, 0) * n_obs * n_vars * 8 / 2**20
     mb = (model(n_obs, n_values, n_vars) + dense) * MARGIN
     return int(math.ceil(mb / 100) * 100)

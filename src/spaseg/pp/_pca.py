@@ -42,7 +42,8 @@ def normalize_pca(
     target_sum
         Counts per spot after normalisation; ``None`` uses the median total count.
     scale
-        Scale genes to unit variance before PCA (not done by the reference).
+        Scale genes to unit variance (clipped at 10 SD) before PCA, not done by the reference;
+        the matrix stays sparse (:func:`scaled_genes`), so whole chips fit.
     genes
         A gene panel, or the path of a panel file (:func:`spaseg.io.read_gene_panel`): the PCs
         are computed on these genes only (``var_names`` or ``var["gene_symbols"]``, symbols in
