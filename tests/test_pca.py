@@ -34,15 +34,18 @@ def test_scaled_pcs_are_those_of_scanpy_scale_without_densifying():
     x[:, 0] = 0.0
     x[0, 0] = 6.0  # a rare gene (one spot of ~250): clipped at +10 SD
     x[:, 1] = 3.0
-    x[0, 1] = 0.0  # present everywhere else: its zero clipped at -10 SD
-    adata.X = sparse.csr_matrix(x)
+    x[0, 1] = 0.0  # present everywhere else: its zero clipped at -10 SD,
+    x[1, 1] = 1e-3  # and a stored value too, which becomes a zero to drop
+    adata.X = sparse.csr_matrix(x, dtype=np.float64)  # float64: no cast that would copy it
     dense = sc.pp.scale(adata, max_value=10, copy=True)
-    assert dense.X[0, 0] == 10 and dense.X[0, 1] == -10  # the clips do act
+    assert dense.X[0, 0] == 10 and (dense.X[:2, 1] == -10).all()  # the clips do act
 
+    before = adata.X.copy()
     scaled = spaseg.pp.scaled_genes(adata)
     assert sparse.issparse(scaled.X) and scaled.X.nnz <= adata.X.nnz
+    assert (adata.X != before).nnz == 0  # the input is left as it was
     centred = scaled.X.toarray() - scaled.X.toarray().mean(axis=0)
-    np.testing.assert_allclose(centred, dense.X - dense.X.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(centred, dense.X - dense.X.mean(axis=0), atol=1e-4)  # float32
 
     sc.pp.pca(dense, n_comps=5, random_state=0)
     sc.pp.pca(scaled, n_comps=5, random_state=0)

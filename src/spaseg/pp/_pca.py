@@ -162,7 +162,11 @@ def scaled_genes(adata: AnnData, max_value: float = 10.0) -> AnnData:
     ``sc.pp.scale``.
     """
     is_sparse = sparse.issparse(adata.X)
-    x = sparse.csr_matrix(adata.X, dtype=np.float64) if is_sparse else np.array(adata.X, float)
+    # Copies, always: the values are rewritten in place below, and adata may be a view.
+    if is_sparse:
+        x = sparse.csr_matrix(adata.X, dtype=np.float64, copy=True)
+    else:
+        x = np.array(adata.X, dtype=np.float64)
     n = x.shape[0]
     mean = np.asarray(x.mean(axis=0)).ravel()
     mean_sq = np.asarray((x.multiply(x) if is_sparse else x * x).mean(axis=0)).ravel()
