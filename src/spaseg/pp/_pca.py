@@ -10,6 +10,7 @@ import numpy as np
 import scanpy as sc
 from anndata import AnnData
 from scipy import sparse
+from sklearn.utils.sparsefuncs import mean_variance_axis
 
 from .._errors import InputError
 from ..io._panel import read_gene_panel
@@ -159,27 +160,21 @@ def scaled_genes(adata: AnnData, max_value: float = 10.0) -> AnnData:
     sparse input implicitly): each gene is clipped to ``mean +- max_value * SD``, shifted by
     a constant so that a zero stays zero, and divided by its SD. A constant shift of a gene
     does not change its centred values, so the PCA sees the same matrix as after
-    ``sc.pp.scale``.
+    ``sc.pp.scale``. Dense input has nothing to save: ``sc.pp.scale`` itself.
     """
-    is_sparse = sparse.issparse(adata.X)
-    # Copies, always: the values are rewritten in place below, and adata may be a view.
-    if is_sparse:
-        x = sparse.csr_matrix(adata.X, dtype=np.float64, copy=True)
-    else:
-        x = np.array(adata.X, dtype=np.float64)
+    if not sparse.issparse(adata.X):
+        return sc.pp.scale(adata, max_value=max_value, copy=True)
+    # A copy, always: the values are rewritten in place below, and adata may be a view.
+    x = sparse.csr_matrix(adata.X, dtype=np.float64, copy=True)
+    mean, var = mean_variance_axis(x, axis=0)
     n = x.shape[0]
-    mean = np.asarray(x.mean(axis=0)).ravel()
-    mean_sq = np.asarray((x.multiply(x) if is_sparse else x * x).mean(axis=0)).ravel()
-    sd = np.sqrt(np.clip(mean_sq - mean**2, 0.0, None) * n / max(n - 1, 1))  # scanpy's ddof 1
+    sd = np.sqrt(var * n / max(n - 1, 1))  # scanpy's ddof 1
     sd[sd == 0] = 1.0
     low, high = mean - max_value * sd, mean + max_value * sd
     zero = np.maximum(low, 0.0)  # what a zero becomes when clipped (log counts are >= 0)
-    if is_sparse:
-        genes = x.indices
-        x.data = (np.clip(x.data, low[genes], high[genes]) - zero[genes]) / sd[genes]
-        x.eliminate_zeros()
-    else:
-        x = (np.clip(x, low, high) - zero) / sd
+    genes = x.indices
+    x.data = (np.clip(x.data, low[genes], high[genes]) - zero[genes]) / sd[genes]
+    x.eliminate_zeros()
     return AnnData(x.astype(np.float32), obs=adata.obs[[]], var=adata.var[[]])
 
 

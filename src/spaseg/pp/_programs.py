@@ -206,7 +206,8 @@ def _repca(
     values[null], vectors[:, null] = 0.0, 0.0
     if null.any():
         log.info(
-            "%d of %d PCs are left after the programmes; the others are zero",
+            "%s%d of %d PCs are left after the programmes; the others are zero",
+            prefix,
             (~null).sum(),
             n_comps,
         )
