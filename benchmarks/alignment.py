@@ -14,11 +14,17 @@
    installed (``pip install -e .[bench]``).
 3. Memory and time of aligning two 50 k-spot sections (synthetic features on a hex lattice
    under a known rigid motion): the rigid registration alone, then ``spaseg.tl.align``.
+
+Parts 1 and 2 compute the joint PCA as rule joint_pca does (``group.scale`` and
+``group.harmony`` of ``config/config.yaml``; ``--group k=v,...`` overrides) and align on
+``--use-rep``: ``X_pca`` (default: the joint PCs before Harmony, as rule align does with
+``align.use_rep: pca``) or ``X_pca_harmony``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
 import sys
@@ -35,11 +41,15 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure as _measure_wall  # noqa: E402
-from dlpfc import DATA  # noqa: E402
+from dlpfc import DATA, shipped_config  # noqa: E402
 
 import spaseg  # noqa: E402
 from spaseg.datasets._sim_serial import rigid_matrix, simulate_serial_sections  # noqa: E402
 from spaseg.tl._register import Rigid, register  # noqa: E402
+
+#: The joint PCA as rule joint_pca runs it (``--group k=v,...`` overrides), and the PCs aligned.
+GROUP = {k: shipped_config()["group"][k] for k in ("scale", "harmony")}
+USE_REP = {"use_rep": "X_pca"}
 
 
 @contextmanager
@@ -94,10 +104,10 @@ def simulated(seeds, n_rows: int) -> pd.DataFrame:
                 seed=seed,
             )
             joint = spaseg.pp.joint_normalize_pca(
-                {s.obs["sample"].iloc[0]: s for s in sections}, n_comps=10
+                {s.obs["sample"].iloc[0]: s for s in sections}, n_comps=10, **GROUP
             )
             with measure() as m:
-                spaseg.tl.align(joint, reflection=True)
+                spaseg.tl.align(joint, reflection=True, **USE_REP)
             for row in transform_errors(sections, joint):
                 rows.append(dict(pattern=pattern, seed=seed, seconds=m.seconds / 3, **row))
     return pd.DataFrame(rows)
@@ -144,8 +154,8 @@ def dlpfc(paste_too: bool = True) -> pd.DataFrame:
     ]
 
     with measure() as m:
-        joint = spaseg.pp.joint_normalize_pca(sections, n_comps=15)
-        spaseg.tl.align(joint)
+        joint = spaseg.pp.joint_normalize_pca(sections, n_comps=15, **GROUP)
+        spaseg.tl.align(joint, **USE_REP)
     sample = joint.obs["sample"].astype(str).to_numpy()
     aligned = [joint.obsm["spatial_aligned"][sample == n] for n in names]
     rows.append(
@@ -244,11 +254,18 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/alignment"))
     parser.add_argument("--skip", nargs="*", default=[], choices=["sim", "dlpfc", "paste", "large"])
+    parser.add_argument("--group", default="", help="override config group keys, k=v,...")
+    parser.add_argument("--use-rep", default="X_pca", choices=["X_pca", "X_pca_harmony"])
     args = parser.parse_args(argv)
+    USE_REP["use_rep"] = args.use_rep
+    GROUP.update(
+        {k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.group.split(",") if kv)}
+    )
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
     print(f"load average at start (1, 5, 15 min): {os.getloadavg()}, CPUs: {os.cpu_count()}")
+    print(f"joint PCA: {GROUP}, aligned on {USE_REP['use_rep']}")
 
     if "sim" not in args.skip:
         sim = simulated(args.seeds, args.n_rows)

@@ -8,12 +8,14 @@ on 151673 and 151674, the labelled sections ("NA" left out). 151675 and 151676 h
 here; their joint labels are written to ``joint_labels.tsv`` in the output folder for
 independent scoring and were never looked at for tuning. In the same run, on the same data:
 single-section SpaSEG on 151673 and 151674, and Harmony + Leiden on the joint PCs (resolution
-bisected to 7 clusters). SpaSEG, PCA and ``--scale`` follow ``config/config.yaml`` as shipped;
+bisected to 7 clusters). SpaSEG, PCA, ``--scale`` and ``--harmony`` follow ``config/config.yaml``
+as shipped;
 F1-LISI (:func:`spaseg.tl.f1_lisi`) scores each joint embedding's section mixing and domain
 separation over the four sections.
 
-``--parts`` picks what runs (default ``leiden joint single``; ``harmony`` adds joint SpaSEG on
-Harmony-corrected PCs); ``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint
+``--parts`` picks what runs (default ``leiden joint single``; ``joint`` trains on
+Harmony-corrected PCs with ``--harmony``, as ``group.harmony: true`` ships, and on the joint PCs
+with ``--no-harmony``; ``harmony`` adds joint SpaSEG on Harmony-corrected PCs); ``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint
 settings, ``--pca k=v,...`` the ``pca`` section of both joint and single runs (e.g.
 ``exclude_genes='<file>'``). Runs are deterministic for a given seed and thread count, so the
 parts and seeds can be split over several processes (each with its own ``--out``) and their
@@ -240,6 +242,12 @@ def main(argv=None) -> None:
         help="joint PCA on gene-scaled data (default: group.scale of config/config.yaml)",
     )
     parser.add_argument(
+        "--harmony",
+        action=argparse.BooleanOptionalAction,
+        default=CONFIG["group"]["harmony"],
+        help="part joint on Harmony-corrected PCs (default: group.harmony of config/config.yaml)",
+    )
+    parser.add_argument(
         "--parts",
         nargs="+",
         choices=PARTS,
@@ -291,8 +299,10 @@ def main(argv=None) -> None:
     sections = load_sections()
     rows, cost = [], []
     joints = {}
-    need_harmony = {"leiden", "harmony"} & set(args.parts)
-    for harmony in (False, True) if need_harmony else (False,):
+    parts = set(args.parts)
+    need_harmony = bool({"leiden", "harmony"} & parts) or (args.harmony and "joint" in parts)
+    need_plain = "single" in parts or ("joint" in parts and not args.harmony)
+    for harmony in [h for h, need in ((False, need_plain), (True, need_harmony)) if need]:
         with measure() as m:
             joint = spaseg.pp.joint_normalize_pca(  # as rule joint_pca: the pca section
                 {k: v.copy() for k, v in sections.items()},
@@ -301,10 +311,11 @@ def main(argv=None) -> None:
             )
         joints[harmony] = joint
         cost.append(dict(stage=f"joint_normalize_pca harmony={harmony}", seconds=m.seconds))
-    n_genes = joints[False].uns["joint_pca"]["n_shared_genes"]
+    first = next(iter(joints.values()))
+    n_genes = first.uns["joint_pca"]["n_shared_genes"]
 
-    joint_labels = pd.DataFrame(index=joints[False].obs_names)
-    joint_labels["sample"] = joints[False].obs["sample"].astype(str)
+    joint_labels = pd.DataFrame(index=first.obs_names)
+    joint_labels["sample"] = first.obs["sample"].astype(str)
 
     def save():
         pd.DataFrame(rows).to_csv(args.out / "runs.tsv", sep="\t", index=False)
@@ -315,8 +326,8 @@ def main(argv=None) -> None:
         rows += [{**row, "method": row["method"] + options(args)} for row in leiden]
         save()
     if "joint" in args.parts:
-        variant = "SpaSEG joint" + options(args)
-        rows += joint_rows(joints[False], variant, args.seeds, joint_labels, extra)
+        variant = ("SpaSEG joint + Harmony" if args.harmony else "SpaSEG joint") + options(args)
+        rows += joint_rows(joints[args.harmony], variant, args.seeds, joint_labels, extra)
         save()
     if "harmony" in args.parts:
         variant = "SpaSEG joint + Harmony" + options(args)
@@ -330,7 +341,8 @@ def main(argv=None) -> None:
             table.to_csv(args.out / f"{name}_single_labels.tsv", sep="\t")
 
     print(f"\n{len(SECTIONS)} sections, {n_genes} shared genes, {args.n_comps} joint PCs")
-    print(f"joint options: scale={args.scale}, spaseg={extra}, seeds {args.seeds}")
+    print(f"joint options: scale={args.scale}, harmony={args.harmony}, spaseg={extra}")
+    print(f"seeds {args.seeds}")
     print_tables(pd.DataFrame(rows))
     print()
     print(pd.DataFrame(cost).round(2).to_markdown(index=False))

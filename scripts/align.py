@@ -22,10 +22,8 @@ from spaseg._provenance import add_provenance
 settings = dict(snakemake.params.align)
 group = snakemake.wildcards.group
 joint = ad.read_h5ad(snakemake.input[0])
-if settings.pop("use_rep") == "pca":
-    settings["use_rep"] = joint.uns["joint_pca"]["use_rep"]
-else:
-    settings["use_rep"] = "domain"
+# The joint PCs before Harmony: its correction did not help the alignment (benchmarks/RESULTS.md).
+settings["use_rep"] = "X_pca" if settings.pop("use_rep") == "pca" else "domain"
 spaseg.tl.align(joint, **settings, z=snakemake.params.z, group=group)
 add_provenance(joint, config=snakemake.config, step=snakemake.rule)
 

@@ -60,6 +60,9 @@ def test_group_run_outputs(group_run):
     joint = ad.read_h5ad(results / "groups/stack/domains.h5ad")
     assert list(joint.obs["sample"].cat.categories) == ["section0", "section1", "section2"]
     assert joint.obs["domain"].nunique() <= 4
+    # group.harmony (shipped on): SpaSEG trains on Harmony's PCs, the alignment on the joint PCs
+    assert joint.uns["spaseg"]["params"]["use_rep"] == "X_pca_harmony"
+    assert joint.uns["align"]["params"]["use_rep"] == "X_pca"
     lisi = joint.uns["f1_lisi"]
     assert lisi["n_sections"] == 3 and all(0 <= lisi[k] <= 1 for k in ("f1", "ilisi_scaled"))
     assert joint.obsm["spatial_3d"].shape == (joint.n_obs, 3)

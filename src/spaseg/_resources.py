@@ -92,8 +92,10 @@ JOINT = {
 }
 #: Joint rules whose memory is not their per-section step's: joint_pca holds every section, their
 #: concatenation and its scaled copy (sparse, ``spaseg.pp.scaled_genes``), a line through three
-#: groups of 18 k-50 k spots, 8-26 M values (``benchmarks/resources.py --group``, 2026-12-05).
-JOINT_MEMORY = {"joint_pca": Model(base=430, per_kspot=0.0, per_mvalue=68.0)}
+#: groups of 18 k-50 k spots, 8-26 M values (``benchmarks/resources.py --group``, 2026-12-05),
+#: plus Harmony's working memory (``group.harmony``): 1.3 MB per 1 000 spots, 15 k-1 M spots
+#: (``benchmarks/harmony_cost.py``, 2026-12-06).
+JOINT_MEMORY = {"joint_pca": Model(base=430, per_kspot=1.3, per_mvalue=68.0)}
 #: Rules that also hold dense spots x genes float64 copies, and how many: c2l_map's tensors and
 #: their gradients, 0.91 GB at 1 k x 1 k and 1.35 GB at 4 k x 1 k (``benchmarks/resources.py
 #: --c2l``).
