@@ -40,6 +40,35 @@ def test_dlpfc_seed0_ari_floor_with_shipped_defaults(shared_data, section):
     assert ari >= floor, f"{section}: ARI {ari:.3f} fell below the regression floor {floor}"
 
 
+#: seed 0 of the four sections as one group with the shipped config (joint PCA scaled and
+#: Harmony-corrected, benchmarks/dlpfc_multislice.py), one torch thread: 0.608 / 0.643
+GROUP_FLOORS = {"151673": 0.53, "151674": 0.57}
+
+
+def test_dlpfc_group_seed0_ari_floor_with_shipped_defaults(shared_data):
+    """151673-151676 as one group, as rules joint_pca and joint_spaseg run them."""
+    sections = {}
+    for name in ("151673", "151674", "151675", "151676"):
+        adata = spaseg.io.read_h5ad(shared_data / "dlpfc" / f"{name}.h5ad", sample=name)
+        sections[name] = spaseg.pp.qc(adata, **spaseg.pp.qc_filters(CONFIG["qc"]), copy=True)
+    group = CONFIG["group"]
+    joint = spaseg.pp.joint_normalize_pca(
+        sections, **{**CONFIG["pca"], "scale": group["scale"]}, harmony=group["harmony"]
+    )
+    settings = {k: v for k, v in CONFIG["spaseg"].items() if k not in ("seed", "n_domains")}
+    use_rep = joint.uns["joint_pca"]["use_rep"]
+    spaseg.tl.spaseg(
+        joint, n_domains=7, seed=0, sample_key="sample", use_rep=use_rep, log_every=0, **settings
+    )
+    sample = joint.obs["sample"].astype(str)
+    for name, floor in GROUP_FLOORS.items():
+        part = joint[(sample == name).to_numpy()]
+        truth = part.obs["layer_guess"].astype(str)
+        labelled = (truth != "NA").to_numpy()
+        ari = adjusted_rand_score(truth[labelled], part.obs["domain"][labelled])
+        assert ari >= floor, f"{name} in the group: ARI {ari:.3f} fell below the floor {floor}"
+
+
 def test_dlpfc_morans_i_same_without_pixel_coordinates(shared_data, tmp_path):
     """151673 read without obsm["spatial"] (grid indices only) gives the same Moran's I as with
     its pixel coordinates: both graphs are Visium's six hexagonal neighbours."""
