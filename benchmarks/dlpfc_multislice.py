@@ -8,18 +8,18 @@ on 151673 and 151674, the labelled sections ("NA" left out). 151675 and 151676 h
 here; their joint labels are written to ``joint_labels.tsv`` in the output folder for
 independent scoring and were never looked at for tuning. In the same run, on the same data:
 single-section SpaSEG on 151673 and 151674, and Harmony + Leiden on the joint PCs (resolution
-bisected to 7 clusters). SpaSEG, PCA, ``--scale`` and ``--harmony`` follow ``config/config.yaml``
-as shipped;
-F1-LISI (:func:`spaseg.tl.f1_lisi`) scores each joint embedding's section mixing and domain
-separation over the four sections.
+bisected to 7 clusters). SpaSEG, PCA, ``--scale`` and ``--harmony`` follow
+``config/config.yaml`` as shipped; F1-LISI (:func:`spaseg.tl.f1_lisi`) scores each joint
+embedding's section mixing and domain separation over the four sections.
 
 ``--parts`` picks what runs (default ``leiden joint single``; ``joint`` trains on
-Harmony-corrected PCs with ``--harmony``, as ``group.harmony: true`` ships, and on the joint PCs
-with ``--no-harmony``; ``harmony`` adds joint SpaSEG on Harmony-corrected PCs); ``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint
-settings, ``--pca k=v,...`` the ``pca`` section of both joint and single runs (e.g.
-``exclude_genes='<file>'``). Runs are deterministic for a given seed and thread count, so the
-parts and seeds can be split over several processes (each with its own ``--out``) and their
-tables printed together with ``--report DIR DIR ...``.
+Harmony-corrected PCs with ``--harmony``, as ``group.harmony: true`` ships, and on the joint
+PCs with ``--no-harmony``; ``harmony`` adds joint SpaSEG on Harmony-corrected PCs);
+``--scale``, ``--n-comps`` and ``--spaseg k=v,...`` change the joint settings, ``--pca
+k=v,...`` the ``pca`` section of both joint and single runs (e.g. ``exclude_genes='<file>'``).
+Runs are deterministic for a given seed and thread count, so the parts and seeds can be split
+over several processes (each with its own ``--out``) and their tables printed together with
+``--report DIR DIR ...``.
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ def main(argv=None) -> None:
     joints = {}
     parts = set(args.parts)
     need_harmony = bool({"leiden", "harmony"} & parts) or (args.harmony and "joint" in parts)
-    need_plain = "single" in parts or ("joint" in parts and not args.harmony)
+    need_plain = not need_harmony or ("joint" in parts and not args.harmony)
     for harmony in [h for h, need in ((False, need_plain), (True, need_harmony)) if need]:
         with measure() as m:
             joint = spaseg.pp.joint_normalize_pca(  # as rule joint_pca: the pca section
