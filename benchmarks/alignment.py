@@ -47,9 +47,8 @@ import spaseg  # noqa: E402
 from spaseg.datasets._sim_serial import rigid_matrix, simulate_serial_sections  # noqa: E402
 from spaseg.tl._register import Rigid, register  # noqa: E402
 
-#: The joint PCA as rule joint_pca runs it (``--group k=v,...`` overrides), and the PCs aligned.
-GROUP = {k: shipped_config()["group"][k] for k in ("scale", "harmony")}
-USE_REP = {"use_rep": "X_pca"}
+#: The joint PCA as rule joint_pca runs it (``--group k=v,...`` overrides).
+SHIPPED_GROUP = {k: shipped_config()["group"][k] for k in ("scale", "harmony")}
 
 
 @contextmanager
@@ -90,7 +89,7 @@ def transform_errors(sections, joint) -> list[dict]:
     return rows
 
 
-def simulated(seeds, n_rows: int) -> pd.DataFrame:
+def simulated(seeds, n_rows: int, group: dict, use_rep: str) -> pd.DataFrame:
     rows = []
     for pattern in ("mixed", "blobs", "layers"):
         for seed in seeds:
@@ -104,10 +103,10 @@ def simulated(seeds, n_rows: int) -> pd.DataFrame:
                 seed=seed,
             )
             joint = spaseg.pp.joint_normalize_pca(
-                {s.obs["sample"].iloc[0]: s for s in sections}, n_comps=10, **GROUP
+                {s.obs["sample"].iloc[0]: s for s in sections}, n_comps=10, **group
             )
             with measure() as m:
-                spaseg.tl.align(joint, reflection=True, **USE_REP)
+                spaseg.tl.align(joint, reflection=True, use_rep=use_rep)
             for row in transform_errors(sections, joint):
                 rows.append(dict(pattern=pattern, seed=seed, seconds=m.seconds / 3, **row))
     return pd.DataFrame(rows)
@@ -140,7 +139,7 @@ def _paste_compatible_pot() -> None:
     ot.optim.cg = patched
 
 
-def dlpfc(paste_too: bool = True) -> pd.DataFrame:
+def dlpfc(group: dict, use_rep: str, paste_too: bool = True) -> pd.DataFrame:
     names = ("151673", "151674")
     raw = {n: spaseg.io.read_h5ad(DATA / f"{n}.h5ad", sample=n) for n in names}
     sections = {n: spaseg.pp.qc(a, sample=n, copy=True) for n, a in raw.items()}
@@ -154,8 +153,8 @@ def dlpfc(paste_too: bool = True) -> pd.DataFrame:
     ]
 
     with measure() as m:
-        joint = spaseg.pp.joint_normalize_pca(sections, n_comps=15, **GROUP)
-        spaseg.tl.align(joint, **USE_REP)
+        joint = spaseg.pp.joint_normalize_pca(sections, n_comps=15, **group)
+        spaseg.tl.align(joint, use_rep=use_rep)
     sample = joint.obs["sample"].astype(str).to_numpy()
     aligned = [joint.obsm["spatial_aligned"][sample == n] for n in names]
     rows.append(
@@ -257,18 +256,20 @@ def main(argv=None) -> None:
     parser.add_argument("--group", default="", help="override config group keys, k=v,...")
     parser.add_argument("--use-rep", default="X_pca", choices=["X_pca", "X_pca_harmony"])
     args = parser.parse_args(argv)
-    USE_REP["use_rep"] = args.use_rep
-    GROUP.update(
-        {k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.group.split(",") if kv)}
-    )
+    group = {
+        **SHIPPED_GROUP,
+        **{
+            k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in args.group.split(",") if kv)
+        },
+    }
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
     print(f"load average at start (1, 5, 15 min): {os.getloadavg()}, CPUs: {os.cpu_count()}")
-    print(f"joint PCA: {GROUP}, aligned on {USE_REP['use_rep']}")
+    print(f"joint PCA: {group}, aligned on {args.use_rep}")
 
     if "sim" not in args.skip:
-        sim = simulated(args.seeds, args.n_rows)
+        sim = simulated(args.seeds, args.n_rows, group, args.use_rep)
         sim.to_csv(args.out / "simulated.tsv", sep="\t", index=False)
         print("\n## Simulated serial sections: error of each section's transform\n")
         summary = sim.groupby("pattern").agg(
@@ -283,7 +284,7 @@ def main(argv=None) -> None:
         )
         print(summary.round(3).to_markdown())
     if "dlpfc" not in args.skip and DATA.exists():
-        table = dlpfc(paste_too="paste" not in args.skip)
+        table = dlpfc(group, args.use_rep, paste_too="paste" not in args.skip)
         table.to_csv(args.out / "dlpfc.tsv", sep="\t", index=False)
         print("\n## DLPFC 151673 -> 151674: layer agreement of aligned neighbours\n")
         print(table.round(4).to_markdown(index=False))

@@ -30,7 +30,7 @@ pcs = rng.normal(size=(n, 15)) + section[:, None] * 0.5
 adata = AnnData(obs=pd.DataFrame({{"sample": pd.Categorical(section.astype(str))}}))
 adata.obsm["X_pca"] = pcs.astype(np.float32)
 start = time.perf_counter()
-_harmony(adata, "sample", 0)
+{call}
 print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
@@ -50,9 +50,9 @@ def main(argv=None) -> None:
     src = str(Path(__file__).resolve().parents[1] / "src")
     rows = []
     for n in args.spots:
-        code = CHILD.format(src=src, n=n, sections=args.sections)
-        _, without = run(code.replace("_harmony(adata", "(adata"))
-        seconds, peak_mb = run(code)
+        child = {"src": src, "n": n, "sections": args.sections}
+        _, without = run(CHILD.format(**child, call="pass"))
+        seconds, peak_mb = run(CHILD.format(**child, call='_harmony(adata, "sample", 0)'))
         rows.append(
             dict(
                 spots=n,
